@@ -1,0 +1,91 @@
+# Deep Generative Models course book: build, test, grade.
+#
+#   make book    render the book to _build/html (offline; executes the pages)
+#   make test    the whole test suite: gmlib, grading, labs (nbval), book build
+#   make grade   nbgrader demo: generate, autograde example submissions, export CSV
+#   make lab     JupyterLab on notebooks/ with the nbgrader extension
+#
+# The first target you run creates .venv and installs requirements.txt into it;
+# later runs skip the install until requirements.txt or pyproject.toml change.
+
+SHELL      := /bin/bash
+PYTHON     ?= python3
+VENV       ?= .venv
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.installed
+# Extra pip arguments, e.g. PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+PIP_ARGS   ?=
+# A local folder of wheels (a CPU torch wheel, say) is used when present.
+WHEELS     ?= /opt/wheels
+FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS))
+# Extra pytest arguments, e.g. PYTEST_ARGS="-x -k kl"
+PYTEST_ARGS ?=
+BUILD      := _build
+
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+# Labs and pages run on the CPU in tests unless you override it.
+export GMLIB_DEVICE ?= cpu
+
+.PHONY: help install book book-check test test-lib test-grading test-labs grade lab lock clean
+
+help:
+	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q $(FIND_LINKS) $(PIP_ARGS) -r requirements.txt
+	@touch $@
+	@echo "installed into $(VENV)"
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --path-output . -W -n --keep-going
+	@$(MAKE) --no-print-directory book-check
+
+# The built site must load nothing from the network: no remote scripts,
+# images, styles or fonts, and MathJax served from _static.
+book-check:
+	@html=$(BUILD)/html; \
+	test -f $$html/index.html || { echo "book-check: $$html/index.html missing; run make book"; exit 1; }; \
+	test -f $$html/_static/mathjax/tex-chtml.js || { echo "book-check: offline MathJax missing from $$html/_static"; exit 1; }; \
+	if grep -rEl 'src="https?://|<link[^>]+href="https?://[^"]+\.(css|js)' $$html --include='*.html'; then \
+	  echo "book-check: the pages above load resources from the network"; exit 1; fi; \
+	if grep -rEl '(src|href)="https?://[^"]*(cdn|unpkg|jsdelivr|googleapis)' $$html --include='*.html'; then \
+	  echo "book-check: the pages above reference a CDN"; exit 1; fi; \
+	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline"
+
+test: $(STAMP)
+	$(MAKE) --no-print-directory test-lib
+	$(MAKE) --no-print-directory test-grading
+	$(MAKE) --no-print-directory test-labs
+	$(MAKE) --no-print-directory book
+
+# gmlib: the mathematics, data, training loop (fast)
+test-lib: $(STAMP)
+	$(BIN)/pytest tests -m "not slow" -q $(PYTEST_ARGS)
+
+# nbgrader: solution = full marks, blank = 0, release in sync, warnings harmless
+test-grading: $(STAMP)
+	$(BIN)/pytest tests -m slow -q $(PYTEST_ARGS)
+
+# every solution notebook executes, and its marked outputs match
+test-labs: $(STAMP)
+	$(BIN)/pytest --nbval-lax solutions/ -q -p no:cacheprovider $(PYTEST_ARGS)
+
+grade: $(STAMP)
+	$(BIN)/python -m gmlib.grading demo
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+
+# Re-resolve the pinned set from the direct requirements (needs the package index).
+lock:
+	rm -rf /tmp/gmlib-lock && $(PYTHON) -m venv /tmp/gmlib-lock
+	grep -B1000 -- '^-e \.' requirements.txt | grep -v '^#' | grep -v '^-e' | grep . > /tmp/gmlib-lock/direct.txt
+	/tmp/gmlib-lock/bin/pip install -q $(FIND_LINKS) $(PIP_ARGS) -r /tmp/gmlib-lock/direct.txt
+	@echo "resolved; compare /tmp/gmlib-lock/bin/pip freeze with requirements.txt"
+
+clean:
+	rm -rf $(BUILD) _grading .pytest_cache
