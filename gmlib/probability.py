@@ -58,7 +58,7 @@ def categorical_entropy(probs: torch.Tensor) -> torch.Tensor:
     """
     check_probabilities(probs, "probs")
     plogp = torch.where(probs > 0, probs * torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny)), 0.0)
-    return -plogp.sum(-1)
+    return 0.0 - plogp.sum(-1)  # 0.0 - x rather than -x: a certain outcome has entropy +0.0, not -0.0
 
 
 def categorical_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

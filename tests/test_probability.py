@@ -43,7 +43,7 @@ def test_categorical_entropy_matches_torch_and_bounds():
 
 def test_categorical_entropy_zero_log_zero():
     onehot = torch.tensor([0.0, 1.0, 0.0], dtype=f64)
-    assert P.categorical_entropy(onehot).item() == 0.0
+    assert math.copysign(1.0, P.categorical_entropy(onehot).item()) == 1.0  # +0.0, not -0.0
     p = torch.tensor([0.5, 0.5, 0.0], dtype=f64)
     assert P.categorical_entropy(p).item() == pytest.approx(math.log(2), abs=1e-12)
 
