@@ -22,6 +22,8 @@ FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS))
 PYTEST_ARGS ?=
 BUILD      := _build
 
+# nbgrader runs `alembic` (and kernels run `python`) from PATH: use the venv's.
+export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 # Labs and pages run on the CPU in tests unless you override it.

@@ -1,0 +1,743 @@
+r"""nbgrader integration for the labs.
+
+Layout (see ``nbgrader_config.py`` at the repository root)::
+
+    solutions/labNN/labNN.ipynb   source notebook: solutions, visible and hidden tests (executed)
+    notebooks/labNN/labNN.ipynb   student release made by ``nbgrader generate_assignment`` (committed)
+    _grading/                     submissions, autograded notebooks, gradebook (gitignored)
+
+Labs are discovered automatically: every ``solutions/labNN/labNN.ipynb``.
+
+Command line (``python -m gmlib.grading ...``)::
+
+    labs                          list the discovered labs
+    release [LAB ...]             regenerate notebooks/LAB/LAB.ipynb from the source (default: all labs)
+    check-release [LAB ...]       fail, naming the lab, when a committed release is stale
+    demo [--root DIR] [--submissions DIR]
+                                  end-to-end demo in a fresh scratch course (default _grading/demo):
+                                  generate every lab, autograde tests/submissions/<lab>/<student>/<lab>.ipynb,
+                                  export a CSV and print a per-student score table
+
+Everything that runs nbgrader does so in a scratch copy of the course, with a scratch sqlite
+gradebook, so it never writes into ``solutions/`` or ``notebooks/`` (except ``release``, whose
+job that is) nor into a gradebook named by ``GMLIB_GRADEBOOK_URL``.
+
+The module also provides :class:`StderrToStdout`, the autograde preprocessor that keeps a
+warning printed to stderr (say a PyTorch ``UserWarning``) from zeroing a test cell.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import nbformat
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Unicode
+
+__all__ = [
+    "REPO_ROOT",
+    "StderrToStdout",
+    "GradingError",
+    "Course",
+    "SubmissionResult",
+    "discover_labs",
+    "source_path",
+    "release_path",
+    "normalise_notebook",
+    "compare_notebooks",
+    "release",
+    "check_release",
+    "fill_solutions",
+    "validate_submission",
+    "find_submissions",
+    "read_scores",
+    "exercise_of",
+    "demo",
+    "main",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_DIR = "solutions"
+RELEASE_DIR = "notebooks"
+GRADING_DIR = "_grading"
+COURSE_ID = "dgm"
+CONFIG_FILE = "nbgrader_config.py"
+LAB_PATTERN = re.compile(r"^lab\d{2}$")
+SCRATCH_MARKER = ".gmlib-scratch-course"  # marks a directory `demo` may wipe and rebuild
+
+#: cell metadata that records how and when a notebook was last edited or run, not what it is
+VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "trusted")
+
+
+class GradingError(RuntimeError):
+    """An nbgrader step failed (the message carries the end of nbgrader's log)."""
+
+
+# ----------------------------------------------------------------------------
+# The preprocessor
+# ----------------------------------------------------------------------------
+
+
+class StderrToStdout(NbGraderPreprocessor):
+    """Turn stderr stream outputs of code cells into stdout outputs headed by a marker line.
+
+    nbgrader's ``determine_grade`` gives 0 points to a test cell whose outputs contain an
+    ``error`` **or any stderr stream** -- so a harmless ``UserWarning`` from PyTorch would
+    zero a correct answer. Placed after ``Execute`` and before ``SaveAutoGrades`` in
+    ``Autograde.autograde_preprocessors``, this preprocessor keeps the text (visible in the
+    autograded notebook and in the feedback, after a ``[stderr]`` line) but moves it to
+    stdout, so that only real errors (``output_type == "error"``: a failed assertion, an
+    exception) fail a cell.
+    """
+
+    marker = Unicode("[stderr]", help="Line put before the text of each former stderr output").tag(config=True)
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type == "code":
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                    output["name"] = "stdout"
+                    text = output.get("text", "")
+                    output["text"] = f"{self.marker}\n{text}" if self.marker else text
+        return cell, resources
+
+
+# ----------------------------------------------------------------------------
+# Labs and notebooks
+# ----------------------------------------------------------------------------
+
+
+def discover_labs(repo: str | os.PathLike = REPO_ROOT) -> list[str]:
+    """Every ``labNN`` with a source notebook ``solutions/labNN/labNN.ipynb``, sorted."""
+    src = Path(repo) / SOURCE_DIR
+    if not src.is_dir():
+        return []
+    return sorted(p.name for p in src.iterdir() if LAB_PATTERN.match(p.name) and (p / f"{p.name}.ipynb").is_file())
+
+
+def source_path(lab: str, repo: str | os.PathLike = REPO_ROOT) -> Path:
+    return Path(repo) / SOURCE_DIR / lab / f"{lab}.ipynb"
+
+
+def release_path(lab: str, repo: str | os.PathLike = REPO_ROOT) -> Path:
+    return Path(repo) / RELEASE_DIR / lab / f"{lab}.ipynb"
+
+
+def _check_lab(lab: str, repo: str | os.PathLike) -> None:
+    if not LAB_PATTERN.match(lab):
+        raise GradingError(f"{lab!r} is not a lab name (labNN)")
+    if not source_path(lab, repo).is_file():
+        known = ", ".join(discover_labs(repo)) or "none"
+        raise GradingError(f"no source notebook {source_path(lab, repo)} (labs found: {known})")
+
+
+def normalise_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` without what changes from run to run or editor to editor.
+
+    Kept: cell types, ids, sources, nbgrader metadata (checksums included), the lock flags
+    and any other cell metadata (tags); the kernelspec; the language name. Dropped: outputs,
+    execution counts, :data:`VOLATILE_CELL_METADATA`, and the rest of the notebook metadata
+    (``language_info`` versions, widget state, ...). Generating a release twice from the same
+    source gives byte-identical normalised notebooks.
+    """
+    nb = copy.deepcopy(nb)
+    meta = nb.get("metadata", {})
+    kept = {}
+    if "kernelspec" in meta:
+        kept["kernelspec"] = meta["kernelspec"]
+    if "language_info" in meta and "name" in meta["language_info"]:
+        kept["language_info"] = {"name": meta["language_info"]["name"]}
+    nb["metadata"] = nbformat.from_dict(kept)
+    for cell in nb.cells:
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return nb
+
+
+def _cell_label(cell, index: int) -> str:
+    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return f"cell {index} ({grade_id})" if grade_id else f"cell {index} (id {cell.get('id', '?')})"
+
+
+def compare_notebooks(expected: nbformat.NotebookNode, actual: nbformat.NotebookNode, limit: int = 5) -> list[str]:
+    """Differences between two notebooks after :func:`normalise_notebook` (empty when equal)."""
+    a, b = normalise_notebook(expected), normalise_notebook(actual)
+    problems = []
+    if (a.nbformat, a.nbformat_minor) != (b.nbformat, b.nbformat_minor):
+        problems.append(f"nbformat {b.nbformat}.{b.nbformat_minor}, expected {a.nbformat}.{a.nbformat_minor}")
+    if a.metadata != b.metadata:
+        problems.append("notebook metadata (kernelspec or language) differs")
+    if len(a.cells) != len(b.cells):
+        problems.append(f"{len(b.cells)} cells, expected {len(a.cells)}")
+    for i, (ca, cb) in enumerate(zip(a.cells, b.cells)):
+        what = [key for key in ("cell_type", "id", "source", "metadata") if ca.get(key) != cb.get(key)]
+        if what:
+            problems.append(f"{_cell_label(ca, i)}: {', '.join(what)} differ")
+    if len(problems) > limit:
+        problems = problems[:limit] + [f"... and {len(problems) - limit} more differences"]
+    return problems
+
+
+def _write_notebook(nb: nbformat.NotebookNode, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))  # nbformat's canonical JSON: indent 1, sorted keys, final newline
+
+
+# ----------------------------------------------------------------------------
+# Running nbgrader on a scratch course
+# ----------------------------------------------------------------------------
+
+
+def _log_tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class Course:
+    """An nbgrader course directory laid out like this repository (a scratch copy, usually).
+
+    ``root`` holds a copy of ``nbgrader_config.py`` and ``solutions/``; the gradebook is
+    ``root/_grading/gradebook.db`` whatever ``GMLIB_GRADEBOOK_URL`` says, so scratch runs
+    never touch the real gradebook. Every nbgrader step runs in a subprocess with this
+    interpreter, from ``root``, so nbgrader reads the copied configuration.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, labs: Iterable[str], repo: str | os.PathLike = REPO_ROOT) -> "Course":
+        """Make a course at ``root`` from the repository's config and the source of ``labs``."""
+        repo = Path(repo)
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / SCRATCH_MARKER).write_text("scratch nbgrader course made by gmlib.grading; safe to delete\n")
+        shutil.copy2(repo / CONFIG_FILE, root / CONFIG_FILE)
+        ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc")
+        for lab in labs:
+            _check_lab(lab, repo)
+            shutil.copytree(repo / SOURCE_DIR / lab, root / SOURCE_DIR / lab, ignore=ignore, dirs_exist_ok=True)
+        (root / GRADING_DIR).mkdir(exist_ok=True)
+        return cls(root)
+
+    @property
+    def db_url(self) -> str:
+        return "sqlite:///" + str(self.root / GRADING_DIR / "gradebook.db")
+
+    def path(self, step: str, student: str, lab: str) -> Path:
+        steps = {
+            "release": Path(RELEASE_DIR),
+            "submitted": Path(GRADING_DIR, "submitted"),
+            "autograded": Path(GRADING_DIR, "autograded"),
+        }
+        if step == "release":
+            return self.root / steps[step] / lab / f"{lab}.ipynb"
+        return self.root / steps[step] / student / lab / f"{lab}.ipynb"
+
+    def nbgrader(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``nbgrader ARGS`` on this course; with ``check``, raise :class:`GradingError` on failure."""
+        cmd = [
+            sys.executable, "-m", "nbgrader", *args,
+            f"--CourseDirectory.root={self.root}",
+            f"--CourseDirectory.db_url={self.db_url}",
+        ]
+        env = dict(os.environ)
+        env.pop("GMLIB_GRADEBOOK_URL", None)  # scratch courses keep their own gradebook
+        # nbgrader's Gradebook runs the `alembic` executable found on PATH: make it this environment's.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise GradingError(
+                f"`nbgrader {' '.join(args)}` failed with exit status {proc.returncode} in {self.root}:\n"
+                + _log_tail(proc.stdout + proc.stderr)
+            )
+        return proc
+
+    def generate(self, lab: str) -> Path:
+        """``nbgrader generate_assignment LAB``; returns the release notebook's path."""
+        self.nbgrader("generate_assignment", lab, "--force")
+        out = self.path("release", ".", lab)
+        if not out.is_file():
+            raise GradingError(f"nbgrader generate_assignment {lab} wrote no {out}")
+        return out
+
+    def submit(self, lab: str, student: str, notebook: str | os.PathLike) -> Path:
+        dest = self.path("submitted", student, lab)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(notebook, dest)
+        return dest
+
+    def autograde(self, lab: str, exclude: Iterable[str] = ()) -> subprocess.CompletedProcess:
+        """One ``nbgrader autograde LAB --force`` call over every submission not in ``exclude``.
+
+        nbgrader grades the submissions one after the other (sorted by path), logs those it
+        cannot process and goes on, then exits with status 1. A submission whose nbgrader
+        metadata has the wrong schema version, though, stops the whole batch. The exit
+        status is returned, not raised; :meth:`autograde_batch` deals with both cases.
+        """
+        args = ["autograde", lab, "--force"]
+        exclude = sorted(exclude)
+        if exclude:
+            args.append("--CourseDirectory.student_id_exclude=" + ",".join(exclude))
+        return self.nbgrader(*args, check=False)
+
+    def autograde_batch(self, lab: str, students: Iterable[str]) -> dict[str, str]:
+        """Autograde the submitted ``students`` of ``lab``; return ``{student: reason}`` for failures.
+
+        Usually one nbgrader call. When nbgrader stops before the end of the batch, the
+        submission it stopped at is marked failed with nbgrader's last error message and the
+        rest are graded in a further call, so one bad submission never costs the others.
+        """
+        submitted_dir = self.root / GRADING_DIR / "submitted"
+        everyone = {p.name for p in submitted_dir.iterdir() if p.is_dir()} if submitted_dir.is_dir() else set()
+        # nbgrader's order: sorted submission directories
+        remaining = sorted(students, key=lambda s: str(self.path("submitted", s, lab).parent))
+        errors: dict[str, str] = {}
+        while remaining:
+            for s in remaining:  # a notebook left from an earlier run must not pass for a result
+                shutil.rmtree(self.path("autograded", s, lab).parent, ignore_errors=True)
+            proc = self.autograde(lab, exclude=everyone - set(remaining))
+            log = proc.stdout + proc.stderr
+            done = [s for s in remaining if self.path("autograded", s, lab).is_file()]
+            for s in remaining:
+                if s not in done:
+                    reason = _failure_reason(log, self.path("submitted", s, lab).parent)
+                    if reason:
+                        errors[s] = reason
+            rest = [s for s in remaining if s not in done and s not in errors]
+            if rest and proc.returncode == 0:
+                for s in rest:
+                    errors[s] = "nbgrader wrote no autograded notebook (see its log)"
+                rest = []
+            if rest and len(rest) == len(remaining):
+                # nbgrader stopped at the first submission without naming it
+                errors[rest[0]] = _last_error(log) or "nbgrader stopped at this submission (see its log)"
+                rest = rest[1:]
+            remaining = rest
+        return errors
+
+    def export_csv(self, path: str | os.PathLike) -> Path:
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.nbgrader("export", f"--to={path}")
+        return path
+
+    def add_students(self, students: Iterable[str]) -> None:
+        from nbgrader.api import Gradebook
+
+        with Gradebook(self.db_url, COURSE_ID) as gb:
+            for student in students:
+                gb.update_or_create_student(student)
+
+
+def _failure_reason(log: str, submission_dir: Path) -> str | None:
+    """The last line of the traceback nbgrader logged for ``submission_dir``."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if "error processing assignment" in line and str(submission_dir) in line:
+            block = []
+            for nxt in lines[i + 1:]:
+                if re.match(r"^\[\w+ \|", nxt) and "Traceback" not in nxt:
+                    if block:
+                        break
+                    continue
+                block.append(nxt.strip())
+            block = [b for b in block if b]
+            return block[-1] if block else None
+    return None
+
+
+def _last_error(log: str) -> str | None:
+    """nbgrader's first error message after its last traceback-free ERROR header, on one line."""
+    messages = []
+    for line in log.splitlines():
+        m = re.match(r"^\[\w+ \| ERROR\] (.*)$", line)
+        if m:
+            messages.append(m.group(1).strip())
+        elif messages and line.strip() and not line.startswith("["):
+            messages[-1] += " " + line.strip()
+    messages = [m for m in messages if not m.startswith(("There was an error processing", "Please see"))]
+    return messages[0] if messages else None
+
+
+# ----------------------------------------------------------------------------
+# Releases
+# ----------------------------------------------------------------------------
+
+
+def _generate_in_scratch(lab: str, repo: Path, scratch: Path) -> Path:
+    course = Course.create(scratch, [lab], repo)
+    return course.generate(lab)
+
+
+def release(lab: str, repo: str | os.PathLike = REPO_ROOT) -> Path:
+    """Regenerate ``notebooks/LAB/`` from ``solutions/LAB/`` and return the release notebook's path.
+
+    Runs ``nbgrader generate_assignment`` in a scratch course, normalises the notebook
+    (:func:`normalise_notebook`) and writes it, with any other file of the release, into the
+    repository.
+    """
+    repo = Path(repo)
+    _check_lab(lab, repo)
+    with tempfile.TemporaryDirectory(prefix=f"gmlib-release-{lab}-") as tmp:
+        generated = _generate_in_scratch(lab, repo, Path(tmp))
+        out_dir = repo / RELEASE_DIR / lab
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(generated.parent.rglob("*")):
+            if path.is_file():
+                dest = out_dir / path.relative_to(generated.parent)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if path.suffix == ".ipynb":
+                    _write_notebook(normalise_notebook(nbformat.read(str(path), as_version=4)), dest)
+                else:
+                    shutil.copyfile(path, dest)
+    return release_path(lab, repo)
+
+
+def check_release(labs: Iterable[str] | None = None, repo: str | os.PathLike = REPO_ROOT) -> dict[str, list[str]]:
+    """Problems with the committed releases: ``{lab: [problem, ...]}``, empty when all are current.
+
+    Each lab is regenerated in a scratch course and compared, after normalisation, with
+    ``notebooks/LAB/``: the release notebook and any other file nbgrader copies.
+    """
+    repo = Path(repo)
+    labs = discover_labs(repo) if labs is None else list(labs)
+    problems: dict[str, list[str]] = {}
+    for lab in labs:
+        _check_lab(lab, repo)
+        committed_dir = repo / RELEASE_DIR / lab
+        with tempfile.TemporaryDirectory(prefix=f"gmlib-check-{lab}-") as tmp:
+            generated = _generate_in_scratch(lab, repo, Path(tmp))
+            found = []
+            gen_files = {p.relative_to(generated.parent) for p in generated.parent.rglob("*") if p.is_file()}
+            com_files = (
+                {p.relative_to(committed_dir) for p in committed_dir.rglob("*") if p.is_file()}
+                if committed_dir.is_dir()
+                else set()
+            )
+            for rel in sorted(gen_files):
+                committed = committed_dir / rel
+                if not committed.is_file():
+                    found.append(f"{RELEASE_DIR}/{lab}/{rel} is missing")
+                elif rel.suffix == ".ipynb":
+                    try:
+                        nb = nbformat.read(str(committed), as_version=4)
+                    except Exception as err:  # unreadable committed release
+                        found.append(f"{RELEASE_DIR}/{lab}/{rel} cannot be read: {err}")
+                        continue
+                    diffs = compare_notebooks(nbformat.read(str(generated.parent / rel), as_version=4), nb)
+                    found += [f"{RELEASE_DIR}/{lab}/{rel}: {d}" for d in diffs]
+                elif committed.read_bytes() != (generated.parent / rel).read_bytes():
+                    found.append(f"{RELEASE_DIR}/{lab}/{rel} differs")
+            for rel in sorted(com_files - gen_files):
+                found.append(f"{RELEASE_DIR}/{lab}/{rel} is not part of the release")
+        if found:
+            problems[lab] = found
+    return problems
+
+
+# ----------------------------------------------------------------------------
+# Submissions
+# ----------------------------------------------------------------------------
+
+_SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
+
+
+def fill_solutions(release_nb: nbformat.NotebookNode, source_nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A student's notebook made from the release with the source's solutions typed in.
+
+    Each solution cell of the release (matched by nbgrader ``grade_id``) gets the source
+    cell's code without the ``### BEGIN/END SOLUTION`` lines.
+    """
+    solutions = {}
+    for cell in source_nb.cells:
+        nbg = cell.get("metadata", {}).get("nbgrader", {})
+        if nbg.get("solution"):
+            lines = [line for line in cell.source.splitlines() if not _SOLUTION_MARKERS.match(line)]
+            solutions[nbg["grade_id"]] = "\n".join(lines)
+    nb = copy.deepcopy(release_nb)
+    for cell in nb.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in solutions:
+            cell.source = solutions[grade_id]
+    return nb
+
+
+def validate_submission(path: str | os.PathLike) -> str | None:
+    """``None`` for a notebook nbgrader can grade, else a one-line reason."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        return f"cannot read the file: {err.strerror or err}"
+    if not raw.strip():
+        return "empty file"
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return f"not a notebook: not UTF-8 text ({err.reason} at byte {err.start})"
+    except json.JSONDecodeError as err:
+        return f"not a notebook: invalid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+    if not isinstance(data, dict) or "nbformat" not in data:
+        return "not a notebook: the JSON has no 'nbformat' field"
+    version = data.get("nbformat")
+    if version not in (3, 4):
+        return f"unsupported notebook format: nbformat {version!r} (expected 4)"
+    try:
+        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
+    except Exception as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"invalid notebook (nbformat {version}): {message}"
+    # nbgrader stops a whole autograde batch at a cell whose nbgrader metadata has another
+    # schema version, so such a submission is refused here.
+    from nbgrader.nbgraderformat import SCHEMA_VERSION
+
+    for index, cell in enumerate(nb.cells):
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if meta is None:
+            continue
+        if not isinstance(meta, dict):
+            return f"cell {index}: nbgrader metadata is not a mapping"
+        schema = meta.get("schema_version", 0)
+        if schema != SCHEMA_VERSION:
+            return (
+                f"{_cell_label(cell, index)}: nbgrader metadata schema version {schema}, expected "
+                f"{SCHEMA_VERSION} (was the notebook edited with another nbgrader version?)"
+            )
+    return None
+
+
+def find_submissions(directory: str | os.PathLike, labs: Iterable[str]) -> dict[str, dict[str, Path]]:
+    """``{lab: {student: path}}`` for every ``directory/<lab>/<student>/<lab>.ipynb``."""
+    directory = Path(directory)
+    found: dict[str, dict[str, Path]] = {}
+    for lab in labs:
+        lab_dir = directory / lab
+        if not lab_dir.is_dir():
+            continue
+        for student_dir in sorted(p for p in lab_dir.iterdir() if p.is_dir()):
+            nb = student_dir / f"{lab}.ipynb"
+            if nb.exists():
+                found.setdefault(lab, {})[student_dir.name] = nb
+    return found
+
+
+# ----------------------------------------------------------------------------
+# Scores
+# ----------------------------------------------------------------------------
+
+
+def exercise_of(grade_id: str) -> str:
+    """The exercise a graded cell belongs to: its ``grade_id`` up to the first underscore."""
+    return grade_id.split("_", 1)[0]
+
+
+@dataclass
+class SubmissionResult:
+    """What happened to one submission: its scores, or why it could not be graded."""
+
+    lab: str
+    student: str
+    score: float = 0.0
+    max_score: float = 0.0
+    cells: dict[str, tuple[float, float]] = field(default_factory=dict)  # grade_id -> (score, max)
+    error: str | None = None
+
+    @property
+    def exercises(self) -> dict[str, tuple[float, float]]:
+        out: dict[str, tuple[float, float]] = {}
+        for grade_id, (score, max_score) in self.cells.items():
+            s, m = out.get(exercise_of(grade_id), (0.0, 0.0))
+            out[exercise_of(grade_id)] = (s + score, m + max_score)
+        return out
+
+
+def read_scores(db_url: str, course_id: str = COURSE_ID) -> dict[tuple[str, str], SubmissionResult]:
+    """Every submission in the gradebook: ``{(lab, student): SubmissionResult}``."""
+    from nbgrader.api import Gradebook
+
+    results = {}
+    with Gradebook(db_url, course_id) as gb:
+        for assignment in gb.assignments:
+            for sub in assignment.submissions:
+                cells = {}
+                for notebook in sub.notebooks:
+                    for grade in notebook.grades:
+                        cells[grade.name] = (float(grade.score or 0.0), float(grade.max_score or 0.0))
+                results[(assignment.name, sub.student.id)] = SubmissionResult(
+                    lab=assignment.name,
+                    student=sub.student.id,
+                    score=float(sub.score or 0.0),
+                    max_score=float(sub.max_score or 0.0),
+                    cells=cells,
+                )
+    return results
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def format_table(results: Sequence[SubmissionResult]) -> str:
+    """A plain-text table: one row per submission, one column per exercise."""
+    lines = []
+    labs = sorted({r.lab for r in results})
+    for lab in labs:
+        rows = sorted((r for r in results if r.lab == lab), key=lambda r: r.student)
+        exercises: dict[str, float] = {}
+        for r in rows:
+            for ex, (_, m) in r.exercises.items():
+                exercises[ex] = max(exercises.get(ex, 0.0), m)
+        max_total = max((r.max_score for r in rows), default=0.0)
+        width = max([len("student")] + [len(r.student) for r in rows])
+        header = f"{'student':<{width}}  " + "  ".join(f"{ex + '/' + _fmt(m):>7}" for ex, m in exercises.items())
+        header += f"  {'total':>7}  status"
+        lines += [f"{lab} ({len(rows)} submissions, {_fmt(max_total)} points)", header, "-" * len(header)]
+        for r in rows:
+            if r.error:
+                cols = "  ".join(f"{'-':>7}" for _ in exercises)
+                lines.append(f"{r.student:<{width}}  {cols}  {'-':>7}  ERROR: {r.error}")
+            else:
+                ex = r.exercises
+                cols = "  ".join(f"{_fmt(ex.get(e, (0.0, 0.0))[0]):>7}" for e in exercises)
+                lines.append(f"{r.student:<{width}}  {cols}  {_fmt(r.score) + '/' + _fmt(r.max_score):>7}  graded")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# The demo
+# ----------------------------------------------------------------------------
+
+
+def _fresh_root(root: Path, repo: Path = REPO_ROOT) -> Path:
+    """``root``, emptied if an earlier demo made it; refuse anything that holds the releases."""
+    root = root.resolve()
+    repo_release = (Path(repo) / RELEASE_DIR).resolve()
+    if repo_release in (root, *root.parents) or root in repo_release.parents:
+        raise GradingError(f"refusing to use {root} as a scratch course: it holds {repo_release}")
+    if root.exists():
+        if (root / SCRATCH_MARKER).is_file():
+            shutil.rmtree(root)
+        elif any(root.iterdir()):
+            raise GradingError(
+                f"{root} exists, is not empty and was not made by `gmlib.grading demo`; "
+                "choose another --root or remove it"
+            )
+    return root
+
+
+def demo(
+    root: str | os.PathLike | None = None,
+    submissions: str | os.PathLike | None = None,
+    labs: Iterable[str] | None = None,
+    repo: str | os.PathLike = REPO_ROOT,
+    out=print,
+) -> tuple[list[SubmissionResult], Path]:
+    """Generate, autograde and export in a fresh scratch course; return the results and the CSV path.
+
+    ``root`` (default ``_grading/demo``) is wiped and rebuilt if a previous demo made it.
+    Submissions are ``SUBMISSIONS/<lab>/<student>/<lab>.ipynb`` (default
+    ``tests/submissions``). A submission that is not a readable notebook is reported with the
+    reason and scores 0; the others are graded regardless. One ``nbgrader autograde`` call per
+    lab grades all of its submissions.
+    """
+    repo = Path(repo)
+    root = _fresh_root(Path(root) if root is not None else repo / GRADING_DIR / "demo", repo)
+    submissions = Path(submissions) if submissions is not None else repo / "tests" / "submissions"
+    labs = discover_labs(repo) if labs is None else list(labs)
+    course = Course.create(root, labs, repo)
+    out(f"scratch course: {course.root}")
+    found = find_submissions(submissions, labs)
+    results: list[SubmissionResult] = []
+    for lab in labs:
+        course.generate(lab)
+        out(f"{lab}: generated the release {course.path('release', '.', lab)}")
+        subs = found.get(lab, {})
+        errors = {}
+        for student, path in subs.items():
+            reason = validate_submission(path)
+            if reason:
+                errors[student] = reason
+            else:
+                course.submit(lab, student, path)
+        graded = [s for s in subs if s not in errors]
+        if graded:
+            out(f"{lab}: autograding {len(graded)} submission(s): {', '.join(graded)}")
+            errors.update(course.autograde_batch(lab, graded))
+        if errors:
+            course.add_students(errors)  # listed in the CSV, with 0 points
+        scores = read_scores(course.db_url)
+        for student in subs:
+            if student in errors:
+                results.append(SubmissionResult(lab, student, error=errors[student]))
+                out(f"{lab}: submission {subs[student]} could not be graded: {errors[student]}")
+            else:
+                results.append(scores[(lab, student)])
+    csv_path = course.export_csv(course.root / GRADING_DIR / "grades.csv")
+    out("")
+    out(format_table(results))
+    out(f"CSV: {csv_path}")
+    return results, csv_path
+
+
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gmlib.grading", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", default=str(REPO_ROOT), help="repository root (default: this checkout)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("labs", help="list the discovered labs")
+    p = sub.add_parser("release", help="regenerate notebooks/LAB/LAB.ipynb from solutions/LAB/LAB.ipynb")
+    p.add_argument("labs", nargs="*", help="labs to release (default: all)")
+    p = sub.add_parser("check-release", help="fail when a committed release is stale")
+    p.add_argument("labs", nargs="*", help="labs to check (default: all)")
+    p = sub.add_parser("demo", help="generate, autograde the example submissions, export a CSV")
+    p.add_argument("--root", default=None, help="scratch course directory (default: _grading/demo)")
+    p.add_argument("--submissions", default=None, help="SUBMISSIONS/<lab>/<student>/<lab>.ipynb (default: tests/submissions)")
+    p.add_argument("--labs", nargs="*", default=None, help="labs to include (default: all)")
+    args = parser.parse_args(argv)
+    repo = Path(args.repo)
+    try:
+        if args.command == "labs":
+            print("\n".join(discover_labs(repo)))
+        elif args.command == "release":
+            for lab in args.labs or discover_labs(repo):
+                path = release(lab, repo)
+                print(f"{lab}: wrote {path}")
+        elif args.command == "check-release":
+            labs = args.labs or discover_labs(repo)
+            problems = check_release(labs, repo)
+            for lab, found in problems.items():
+                print(f"{lab}: the committed release is stale; run `python -m gmlib.grading release {lab}`", file=sys.stderr)
+                for problem in found:
+                    print(f"  {problem}", file=sys.stderr)
+            if problems:
+                return 1
+            print(f"releases up to date: {', '.join(labs)}")
+        elif args.command == "demo":
+            demo(args.root, args.submissions, args.labs, repo)
+    except GradingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

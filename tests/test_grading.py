@@ -1,0 +1,623 @@
+"""The nbgrader pipeline (gmlib.grading, nbgrader_config.py) and the labs it grades.
+
+Every lab found under ``solutions/labNN/labNN.ipynb`` is checked, so a new lab needs no change
+here (only entries in EXPECTED / MUTANTS if it has example submissions or known mistakes):
+
+- its source notebook follows the lab conventions and has been executed;
+- (fast, in-process) every plausible mistake listed in MUTANTS loses points in its exercise;
+- (slow) one ``python -m gmlib.grading demo`` run on a scratch copy of the course grades, per
+  lab, the solution (full marks), the blank release (0), the solution with a PyTorch warning
+  on stderr in every cell (full marks) and the example submissions of tests/submissions
+  (expected scores), plus malformed submissions that must be reported, not crash the batch;
+- the committed release equals what ``nbgrader generate_assignment`` produces now.
+
+nbgrader always runs on a copy of the course under tmp_path: nothing is written into the
+repository.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from gmlib import grading
+from gmlib.grading import StderrToStdout
+
+REPO = grading.REPO_ROOT
+LABS = grading.discover_labs(REPO)
+SUBMISSIONS = REPO / "tests" / "submissions"
+
+# Expected total scores of the example submissions tests/submissions/<lab>/<student>/<lab>.ipynb.
+EXPECTED = {
+    "lab01": {"perfect": 20.0, "blank": 0.0, "partial": 16.0, "warnings": 20.0},
+}
+# Cells that lose points (grade_id -> score); every other graded cell gets full marks
+# (none when the expected total is 0).
+EXPECTED_CELLS = {
+    ("lab01", "partial"): {  # Exercise 2 without the 1/2; Exercise 3 returns the std, not the standard error
+        "ex2_visible": 0.0,
+        "ex2_hidden_reference": 0.0,
+        "ex2_hidden_properties": 1.0,
+        "ex3_hidden_stderr": 0.0,
+    },
+}
+
+# Plausible mistakes: (name, solution cell grade_id, [(text in the solution, replacement), ...]).
+# Each must lose points in its exercise's test cells (visible or hidden).
+MUTANTS = {
+    "lab01": [
+        ("entropy sign error", "ex1_solution", [("return -plogp.sum(-1)", "return plogp.sum(-1)")]),
+        ("entropy without 0 log 0 = 0", "ex1_solution", [
+            ("torch.where(positive, probs * torch.log(torch.where(positive, probs, 1.0)), 0.0)", "probs * torch.log(probs)")]),
+        ("entropy summed over the batch axis", "ex1_solution", [("plogp.sum(-1)", "plogp.sum(0)")]),
+        ("entropy averaged over categories", "ex1_solution", [("plogp.sum(-1)", "plogp.mean(-1)")]),
+        ("entropy in bits", "ex1_solution", [("torch.log(torch.where", "torch.log2(torch.where")]),
+        ("kl without the 1/2", "ex2_solution", [("return 0.5 * (", "return (")]),
+        ("kl sign error in the log-variance ratio", "ex2_solution", [
+            ("log_var_p - log_var_q + var_ratio", "log_var_q - log_var_p + var_ratio")]),
+        ("kl with log-variance taken as log-std", "ex2_solution", [
+            ("torch.exp(log_var_q - log_var_p)", "torch.exp(2 * (log_var_q - log_var_p))"),
+            ("torch.exp(-log_var_p)", "torch.exp(-2 * log_var_p)"),
+            ("log_var_p - log_var_q + var_ratio", "2 * (log_var_p - log_var_q) + var_ratio")]),
+        ("kl with log-variance taken as std", "ex2_solution", [
+            ("torch.exp(log_var_q - log_var_p)", "log_var_q**2 / log_var_p**2"),
+            ("torch.exp(-log_var_p)", "1 / log_var_p**2"),
+            ("log_var_p - log_var_q + var_ratio", "torch.log(log_var_p**2 / log_var_q**2) + var_ratio")]),
+        ("kl summed over the batch axis", "ex2_solution", [(".sum(-1)", ".sum(0)")]),
+        ("kl averaged over dimensions", "ex2_solution", [(".sum(-1)", ".mean(-1)")]),
+        ("kl(p || q) instead of kl(q || p)", "ex2_solution", [
+            ("def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p):", "def gaussian_kl(mean_p, log_var_p, mean_q, log_var_q):")]),
+        ("mc kl returns the std, not the standard error", "ex3_solution", [("w.std(0) / math.sqrt(n)", "w.std(0)")]),
+        ("mc kl divides the std by n", "ex3_solution", [("w.std(0) / math.sqrt(n)", "w.std(0) / n")]),
+        ("mc kl samples from p", "ex3_solution", [
+            ("z = mean_q + torch.exp(0.5 * log_var_q) * eps", "z = mean_p + torch.exp(0.5 * log_var_p) * eps")]),
+        ("mc kl sign error", "ex3_solution", [
+            ("gaussian_log_prob(z, mean_q, log_var_q) - gaussian_log_prob(z, mean_p, log_var_p)",
+             "gaussian_log_prob(z, mean_p, log_var_p) - gaussian_log_prob(z, mean_q, log_var_q)")]),
+        ("log density without the 1/2", "ex3_solution", [("return -0.5 * (LOG_2PI", "return -(LOG_2PI")]),
+        ("mc kl averaged over the wrong axis", "ex3_solution", [("w.mean(0), w.std(0)", "w.mean(-1), w.std(-1)")]),
+        ("mc kl samples with log-variance as std", "ex3_solution", [
+            ("torch.exp(0.5 * log_var_q) * eps", "log_var_q * eps")]),
+        ("sampler with log-variance as std", "ex4_solution", [("torch.exp(0.5 * log_var) * eps", "log_var * eps")]),
+        ("sampler with log-variance as log-std", "ex4_solution", [("torch.exp(0.5 * log_var)", "torch.exp(log_var)")]),
+        ("sampler without gradients", "ex4_solution", [
+            ("return mean + torch.exp(0.5 * log_var) * eps", "return (mean + torch.exp(0.5 * log_var) * eps).detach()")]),
+        ("sampler with gradients to the mean only", "ex4_solution", [
+            ("torch.exp(0.5 * log_var) * eps", "torch.exp(0.5 * log_var.detach()) * eps")]),
+        ("sampler reuses one noise draw", "ex4_solution", [
+            ("torch.randn((n, *mean.shape), dtype=mean.dtype)", "torch.randn(mean.shape, dtype=mean.dtype).expand(n, *mean.shape)")]),
+        ("sampler puts the sample axis last", "ex4_solution", [
+            ("eps = torch.randn((n, *mean.shape), dtype=mean.dtype)  # (n, ..., D)\n    return mean + torch.exp(0.5 * log_var) * eps",
+             "eps = torch.randn((*mean.shape, n), dtype=mean.dtype)\n    return mean[..., None] + torch.exp(0.5 * log_var)[..., None] * eps")]),
+        ("elbo sign error", "ex5_solution", [
+            ("model.log_joint(x, z) - gaussian_log_prob(z, q_mean, q_log_var)",
+             "gaussian_log_prob(z, q_mean, q_log_var) - model.log_joint(x, z)")]),
+        ("elbo without the entropy term", "ex5_solution", [
+            ("model.log_joint(x, z) - gaussian_log_prob(z, q_mean, q_log_var)", "model.log_joint(x, z)")]),
+        ("elbo returns the std, not the standard error", "ex5_solution", [("w.std(0) / math.sqrt(n)", "w.std(0)")]),
+        ("elbo samples without gradients", "ex5_solution", [
+            ("z = reparameterize(q_mean, q_log_var, n)", "z = reparameterize(q_mean, q_log_var, n).detach()")]),
+        ("elbo averaged over the batch", "ex5_solution", [
+            ("return w.mean(0), w.std(0) / math.sqrt(n)", "return w.mean(), w.std() / math.sqrt(w.numel())")]),
+        ("elbo with q's log density taken at the prior", "ex5_solution", [
+            ("gaussian_log_prob(z, q_mean, q_log_var)", "gaussian_log_prob(z, torch.zeros_like(q_mean), torch.zeros_like(q_log_var))")]),
+    ],
+}
+
+# Appended as a new first cell of a correct submission: after every cell (test cells included)
+# PyTorch itself emits a UserWarning, printed by ipykernel to stderr.
+STDERR_HOOK = '''\
+# added by tests/test_grading.py: a genuine PyTorch UserWarning on stderr after every cell
+import warnings as _warnings
+
+import torch as _torch
+
+
+def _torch_user_warning(*_args):
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("always")
+        _torch.tensor(_torch.zeros(1))  # UserWarning: To copy construct from a tensor, ...
+
+
+get_ipython().events.register("post_run_cell", _torch_user_warning)
+'''
+
+# Malformed submissions: (student, file contents or a callable of the release notebook, expected words in the report)
+MALFORMED = [
+    ("bad-json", '{"cells": [', "invalid JSON"),
+    ("empty-file", "", "empty file"),
+    ("nbformat-99", json.dumps({"nbformat": 99, "nbformat_minor": 0, "cells": [], "metadata": {}}), "nbformat 99"),
+]
+
+
+def _read(path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def _nbgrader_meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _cells_by_id(nb) -> dict:
+    return {_nbgrader_meta(c)["grade_id"]: c for c in nb.cells if "grade_id" in _nbgrader_meta(c)}
+
+
+def _grade_cells(nb) -> list:
+    return [c for c in nb.cells if _nbgrader_meta(c).get("grade")]
+
+
+# ----------------------------------------------------------------------------
+# Fast checks: discovery, lab structure, the preprocessor, configuration, helpers
+# ----------------------------------------------------------------------------
+
+
+def test_labs_are_discovered():
+    assert "lab01" in LABS
+    for lab in LABS:
+        assert grading.release_path(lab).is_file(), f"{lab} has no committed release: run python -m gmlib.grading release {lab}"
+
+
+def test_discover_labs_picks_up_new_labs(tmp_path):
+    for name in ["lab01", "lab07"]:
+        (tmp_path / "solutions" / name).mkdir(parents=True)
+        (tmp_path / "solutions" / name / f"{name}.ipynb").write_text("{}")
+    (tmp_path / "solutions" / "lab08").mkdir()  # no notebook
+    (tmp_path / "solutions" / "notes").mkdir()
+    (tmp_path / "solutions" / "notes" / "notes.ipynb").write_text("{}")
+    assert grading.discover_labs(tmp_path) == ["lab01", "lab07"]
+    assert grading.discover_labs(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_lab_source_follows_the_conventions(lab):
+    nb = _read(grading.source_path(lab))
+    nbformat.validate(nb)
+    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5), "cell ids need nbformat 4.5"
+    assert nb.metadata.kernelspec.name == "python3"
+    ids = [c.id for c in nb.cells]
+    assert len(set(ids)) == len(ids)
+    cells = _cells_by_id(nb)
+    exercises = sorted({grading.exercise_of(g) for g in cells if re.match(r"ex\d+_", g)})
+    assert len(exercises) >= 4, f"{lab}: at least four graded exercises, found {exercises}"
+    for ex in exercises:
+        mine = {g: c for g, c in cells.items() if grading.exercise_of(g) == ex}
+        tasks = [c for c in mine.values() if c.cell_type == "markdown"]
+        solutions = [c for c in mine.values() if _nbgrader_meta(c).get("solution")]
+        tests = [c for c in mine.values() if _nbgrader_meta(c).get("grade")]
+        assert tasks and "$" in tasks[0].source and "shape" in tasks[0].source, f"{ex}: task cell with formula and shapes"
+        assert solutions and all("### BEGIN SOLUTION" in c.source for c in solutions), f"{ex}: solution cell"
+        visible = [c for c in tests if "BEGIN HIDDEN TESTS" not in c.source]
+        hidden = [c for c in tests if "### BEGIN HIDDEN TESTS" in c.source and "### END HIDDEN TESTS" in c.source]
+        assert visible and hidden, f"{ex}: needs a visible and a hidden test cell"
+        for c in tests:
+            meta = _nbgrader_meta(c)
+            assert c.cell_type == "code" and meta["locked"] and meta["points"] > 0 and not meta["solution"]
+    # executed, with the outputs nbval compares, and no stderr or errors
+    checked = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    assert checked and all(c.outputs for c in checked), "executed source with # NBVAL_CHECK_OUTPUT cells"
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.execution_count is not None, f"{lab}: source notebook not executed (cell {c.id})"
+            for out in c.outputs:
+                assert out.output_type != "error", f"cell {c.id} failed"
+                assert not (out.output_type == "stream" and out.name == "stderr"), f"cell {c.id} wrote to stderr"
+                assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), "no widgets"
+
+
+def _code_cell(outputs, points=1, grade_id="t1"):
+    cell = new_code_cell("assert True")
+    cell.metadata["nbgrader"] = {
+        "grade": True, "grade_id": grade_id, "locked": True, "points": points,
+        "schema_version": 3, "solution": False, "task": False,
+    }
+    cell.outputs = [nbformat.from_dict(o) for o in outputs]
+    return cell
+
+
+def test_stderr_to_stdout_keeps_warnings_visible_and_points():
+    from nbgrader.utils import determine_grade
+
+    warning = {"output_type": "stream", "name": "stderr", "text": "x.py:1: UserWarning: careful\n"}
+    printed = {"output_type": "stream", "name": "stdout", "text": "passed\n"}
+    error = {"output_type": "error", "ename": "AssertionError", "evalue": "", "traceback": []}
+    nb = new_notebook(cells=[
+        _code_cell([printed, warning], grade_id="warned"),
+        _code_cell([warning, error], grade_id="failed"),
+        new_markdown_cell("text"),
+    ])
+    before = [determine_grade(c)[0] for c in nb.cells[:2]]
+    assert before == [0, 0]  # nbgrader alone: any stderr output zeroes a test cell
+    nb, _ = StderrToStdout().preprocess(nb, {})
+    assert [determine_grade(c)[0] for c in nb.cells[:2]] == [1.0, 0]  # only the real error fails
+    outputs = nb.cells[0].outputs
+    assert [o.name for o in outputs] == ["stdout", "stdout"]
+    assert outputs[0].text == "passed\n"
+    assert outputs[1].text == "[stderr]\nx.py:1: UserWarning: careful\n"
+    assert nb.cells[1].outputs[1].output_type == "error"
+
+
+def _load_config(tmp_path, monkeypatch, url=None):
+    from traitlets.config.loader import PyFileConfigLoader
+
+    shutil.copy2(REPO / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
+    if url is None:
+        monkeypatch.delenv("GMLIB_GRADEBOOK_URL", raising=False)
+    else:
+        monkeypatch.setenv("GMLIB_GRADEBOOK_URL", url)
+    return PyFileConfigLoader("nbgrader_config.py", path=str(tmp_path)).load_config()
+
+
+def test_config_maps_the_course_onto_the_repository(tmp_path, monkeypatch):
+    cfg = _load_config(tmp_path, monkeypatch)
+    cd = cfg.CourseDirectory
+    assert cd.root == str(tmp_path)  # the directory of the config file
+    assert (cd.source_directory, cd.release_directory, cd.course_id) == ("solutions", "notebooks", "dgm")
+    for step in ("submitted", "autograded", "feedback"):
+        assert cd[f"{step}_directory"] == os.path.join("_grading", step)
+    assert cd.db_url == "sqlite:///" + str(tmp_path / "_grading" / "gradebook.db")
+    assert cfg.ExecutePreprocessor.timeout >= 60 and cfg.Execute.timeout >= 60
+    url = "postgresql://grader@db.example.org/dgm"
+    assert _load_config(tmp_path, monkeypatch, url).CourseDirectory.db_url == url
+
+
+def test_config_keeps_nbgrader_defaults_in_order(tmp_path, monkeypatch):
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import Execute, SaveAutoGrades
+
+    cfg = _load_config(tmp_path, monkeypatch)
+    configured = list(cfg.Autograde.autograde_preprocessors)
+    assert configured.count(StderrToStdout) == 1
+    defaults = Autograde.class_traits()["autograde_preprocessors"].default()
+    assert [p for p in configured if p is not StderrToStdout] == list(defaults)
+    assert configured.index(Execute) < configured.index(StderrToStdout) < configured.index(SaveAutoGrades)
+    assert "sanitize_preprocessors" not in cfg.Autograde  # nbgrader's sanitising stays as it is
+
+
+def test_normalise_and_compare_notebooks():
+    release = _read(grading.release_path(LABS[0]))
+    assert grading.compare_notebooks(release, release) == []
+    noisy = copy.deepcopy(release)
+    noisy.metadata["language_info"] = {"name": "python", "version": "3.99.0"}
+    noisy.metadata["widgets"] = {}
+    noisy.cells[1].metadata["execution"] = {"iopub.status.busy": "2024-01-01T00:00:00Z"}
+    noisy.cells[1].metadata["collapsed"] = True
+    assert grading.compare_notebooks(release, noisy) == []
+    stale = copy.deepcopy(release)
+    test_cell = _grade_cells(stale)[0]
+    test_cell.source += "\nassert 1 + 1 == 2"
+    problems = grading.compare_notebooks(release, stale)
+    assert len(problems) == 1 and _nbgrader_meta(test_cell)["grade_id"] in problems[0] and "source" in problems[0]
+    stale.cells.pop()
+    assert any("cells, expected" in p for p in grading.compare_notebooks(release, stale))
+
+
+def test_validate_submission(tmp_path):
+    release = grading.release_path(LABS[0])
+    assert grading.validate_submission(release) is None
+    for student, text, words in MALFORMED:
+        path = tmp_path / f"{student}.ipynb"
+        path.write_text(text)
+        assert words in grading.validate_submission(path)
+    path = tmp_path / "list.ipynb"
+    path.write_text("[1, 2]")
+    assert "no 'nbformat'" in grading.validate_submission(path)
+    nb = _read(release)
+    _grade_cells(nb)[0].metadata["nbgrader"]["schema_version"] = 1
+    nbformat.write(nb, str(path))
+    assert "schema version 1" in grading.validate_submission(path)
+    assert "cannot read" in grading.validate_submission(tmp_path / "missing.ipynb")
+
+
+def test_fill_solutions_types_in_the_solutions():
+    for lab in LABS:
+        release, source = _read(grading.release_path(lab)), _read(grading.source_path(lab))
+        filled = grading.fill_solutions(release, source)
+        assert len(filled.cells) == len(release.cells)
+        for cell in filled.cells:
+            if _nbgrader_meta(cell).get("solution"):
+                assert "NotImplementedError" not in cell.source and "### BEGIN SOLUTION" not in cell.source
+
+
+def test_demo_refuses_roots_it_did_not_make(tmp_path):
+    for unsafe in [REPO, REPO / "notebooks", REPO / "notebooks" / LABS[0]]:
+        with pytest.raises(grading.GradingError, match="refusing"):
+            grading.demo(root=unsafe, out=lambda *a: None)
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(grading.GradingError, match="not made by"):
+        grading.demo(root=tmp_path, out=lambda *a: None)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+# ----------------------------------------------------------------------------
+# Mistakes lose points (in-process execution of one exercise at a time)
+# ----------------------------------------------------------------------------
+
+
+def _run_exercise(source_nb, exercise: str, solutions: dict[str, str]) -> dict[str, str | None]:
+    """Run the setup, every solution cell and ``exercise``'s test cells; {grade_id: error or None}."""
+    namespace: dict = {"__name__": "__lab__"}
+    results = {}
+    sink = io.StringIO()
+    with torch.random.fork_rng(), redirect_stdout(sink), redirect_stderr(sink):
+        for cell in source_nb.cells:
+            meta = _nbgrader_meta(cell)
+            if cell.cell_type != "code" or not meta:
+                continue
+            grade_id = meta.get("grade_id", "")
+            is_test = meta.get("grade", False)
+            if is_test and grading.exercise_of(grade_id) != exercise:
+                continue
+            code = solutions.get(grade_id, cell.source)
+            try:
+                exec(compile(code, f"<{grade_id}>", "exec"), namespace)
+            except Exception as err:  # noqa: BLE001 - a failing cell is a result
+                if not is_test:
+                    raise
+                results[grade_id] = f"{type(err).__name__}: {err}"
+            else:
+                if is_test:
+                    results[grade_id] = None
+    return results
+
+
+def _points_lost(source_nb, results) -> float:
+    cells = _cells_by_id(source_nb)
+    return sum(_nbgrader_meta(cells[g])["points"] for g, err in results.items() if err)
+
+
+MUTANT_CASES = [(lab, *m) for lab, ms in MUTANTS.items() for m in ms]
+
+
+@pytest.mark.parametrize("lab", sorted(MUTANTS))
+def test_solution_passes_every_test_cell_in_process(lab):
+    nb = _read(grading.source_path(lab))
+    exercises = sorted({grading.exercise_of(_nbgrader_meta(c)["grade_id"]) for c in _grade_cells(nb)})
+    for ex in exercises:
+        results = _run_exercise(nb, ex, {})
+        assert results and not any(results.values()), results
+
+
+@pytest.mark.parametrize("lab,name,grade_id,edits", MUTANT_CASES, ids=[f"{c[0]}-{c[1]}" for c in MUTANT_CASES])
+def test_each_plausible_mistake_loses_points(lab, name, grade_id, edits):
+    nb = _read(grading.source_path(lab))
+    code = _cells_by_id(nb)[grade_id].source
+    for old, new in edits:
+        assert old in code, f"mutant {name!r}: {old!r} is not in {grade_id}; update MUTANTS"
+        code = code.replace(old, new)
+    results = _run_exercise(nb, grading.exercise_of(grade_id), {grade_id: code})
+    assert _points_lost(nb, results) > 0, f"{name}: every test cell passed"
+
+
+# ----------------------------------------------------------------------------
+# Slow: one demo run grades everything
+# ----------------------------------------------------------------------------
+
+
+def _add(subs: Path, lab: str, student: str, nb_or_text) -> None:
+    path = subs / lab / student / f"{lab}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(nb_or_text, str):
+        path.write_text(nb_or_text)
+    else:
+        nbformat.write(nb_or_text, str(path))
+
+
+def _with_stderr_hook(nb):
+    nb = copy.deepcopy(nb)
+    hook = new_code_cell(STDERR_HOOK)
+    hook.id = "stderr-hook"
+    nb.cells.insert(0, hook)
+    return nb
+
+
+def _without_grade_id(nb):
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if _nbgrader_meta(cell).get("solution"):
+            del cell.metadata["nbgrader"]["grade_id"]
+            break
+    return nb
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory):
+    """Run ``python -m gmlib.grading demo`` once on a scratch course with every submission."""
+    tmp = tmp_path_factory.mktemp("grading")
+    subs = tmp / "submissions"
+    if SUBMISSIONS.is_dir():
+        shutil.copytree(SUBMISSIONS, subs)
+    for lab in LABS:
+        release, source = _read(grading.release_path(lab)), _read(grading.source_path(lab))
+        solution = grading.fill_solutions(release, source)
+        _add(subs, lab, "auto-solution", solution)
+        _add(subs, lab, "auto-release", release)
+        _add(subs, lab, "auto-stderr", _with_stderr_hook(solution))
+    first = LABS[0]
+    for student, text, _ in MALFORMED:
+        _add(subs, first, f"auto-{student}", text)
+    _add(subs, first, "auto-no-grade-id", _without_grade_id(_read(grading.release_path(first))))
+    root = tmp / "course"
+    env = {k: v for k, v in os.environ.items() if k != "GMLIB_GRADEBOOK_URL"}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "gmlib.grading", "demo", "--root", str(root), "--submissions", str(subs)],
+        cwd=tmp, env=env, capture_output=True, text=True,
+    )
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    course = grading.Course(root)
+    return {
+        "course": course,
+        "stdout": proc.stdout,
+        "scores": grading.read_scores(course.db_url),
+        "elapsed": elapsed,
+    }
+
+
+def _result(graded, lab, student) -> grading.SubmissionResult:
+    key = (lab, student)
+    assert key in graded["scores"], f"{student} was not graded for {lab}:\n{graded['stdout']}"
+    return graded["scores"][key]
+
+
+def _autograded(graded, lab, student):
+    return _read(graded["course"].path("autograded", student, lab))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS)
+def test_solution_scores_full_marks(graded, lab):
+    r = _result(graded, lab, "auto-solution")
+    assert r.max_score > 0 and r.score == r.max_score, r.cells
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS)
+def test_blank_release_scores_zero(graded, lab):
+    r = _result(graded, lab, "auto-release")
+    assert r.score == 0 and r.max_score > 0, r.cells
+    nb = _autograded(graded, lab, "auto-release")  # graded, not crashed: every test cell ran and failed
+    for cell in _grade_cells(nb):
+        assert any(o.output_type == "error" for o in cell.outputs), _nbgrader_meta(cell)["grade_id"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS)
+def test_pytorch_warning_on_stderr_keeps_full_marks(graded, lab):
+    r = _result(graded, lab, "auto-stderr")
+    assert r.score == r.max_score, r.cells
+    nb = _autograded(graded, lab, "auto-stderr")
+    for cell in _grade_cells(nb):
+        streams = [o for o in cell.outputs if o.output_type == "stream"]
+        assert streams and all(o.name == "stdout" for o in streams)
+        kept = [o.text for o in streams if o.text.startswith("[stderr]\n")]
+        assert kept and "UserWarning" in kept[0], "the warning stays visible in the feedback"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS)
+def test_committed_release_matches_generate_assignment(graded, lab):
+    generated = _read(graded["course"].path("release", ".", lab))
+    committed = _read(grading.release_path(lab))
+    problems = grading.compare_notebooks(generated, committed)
+    assert not problems, f"{lab}: notebooks/ is stale (run python -m gmlib.grading release {lab}): {problems}"
+    # what nbgrader generated: outputs cleared, solutions stubbed, hidden tests removed
+    text = json.dumps(generated)
+    assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
+    for cell in generated.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+        if _nbgrader_meta(cell).get("solution"):
+            assert "# YOUR CODE HERE" in cell.source and "raise NotImplementedError()" in cell.source
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab,student", [(lab, s) for lab, students in EXPECTED.items() for s in students])
+def test_example_submissions_get_their_expected_scores(graded, lab, student):
+    r = _result(graded, lab, student)
+    assert r.score == EXPECTED[lab][student], r.cells
+    expected_cells = EXPECTED_CELLS.get((lab, student), {})
+    for grade_id, (score, max_score) in r.cells.items():
+        default = max_score if EXPECTED[lab][student] > 0 else 0.0
+        assert score == expected_cells.get(grade_id, default), (grade_id, score)
+
+
+@pytest.mark.slow
+def test_assertion_failure_scores_zero_and_warnings_do_not(graded):
+    partial = _cells_by_id(_autograded(graded, "lab01", "partial"))
+    errors = [o for o in partial["ex2_visible"].outputs if o.output_type == "error"]
+    assert errors and errors[0].ename == "AssertionError"
+    assert _result(graded, "lab01", "partial").cells["ex2_visible"][0] == 0
+    warned = _cells_by_id(_autograded(graded, "lab01", "warnings"))
+    texts = "".join(o.get("text", "") for o in warned["ex1_visible"].outputs)
+    assert "[stderr]" in texts and "UserWarning" in texts and "passed" in texts
+    assert _result(graded, "lab01", "warnings").cells["ex1_visible"][0] == 1
+
+
+@pytest.mark.slow
+def test_demo_reports_malformed_submissions_and_exports_csv(graded):
+    out = graded["stdout"]
+    first = LABS[0]
+    for student, _, words in MALFORMED + [("no-grade-id", None, "KeyError: 'grade_id'")]:
+        line = next((l for l in out.splitlines() if f"auto-{student}" in l and "could not be graded" in l), None)
+        assert line is not None and words in line, out
+        assert f"{first}/auto-{student}/{first}.ipynb" in line  # names the submission
+    csv_path = Path(re.search(r"^CSV: (.+)$", out, re.M).group(1))
+    assert csv_path.is_file() and csv_path.is_relative_to(graded["course"].root)
+    rows = {(r["assignment"], r["student_id"]): r for r in csv.DictReader(csv_path.open())}
+    for lab, students in EXPECTED.items():
+        for student, score in students.items():
+            assert float(rows[(lab, student)]["score"]) == score
+            assert re.search(rf"^{re.escape(student)}\s.*\s{score:g}/", out, re.M), out
+    assert float(rows[(first, "auto-bad-json")]["score"]) == 0.0
+    print(f"\ndemo run with every submission: {graded['elapsed']:.1f} s")
+
+
+@pytest.mark.slow
+def test_check_release_fails_on_a_stale_release_and_release_fixes_it(tmp_path):
+    lab = LABS[0]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy2(REPO / "nbgrader_config.py", repo / "nbgrader_config.py")
+    shutil.copytree(REPO / "solutions" / lab, repo / "solutions" / lab)
+    shutil.copytree(REPO / "notebooks" / lab, repo / "notebooks" / lab)
+    source = _read(repo / "solutions" / lab / f"{lab}.ipynb")
+    test_cell = _grade_cells(source)[0]
+    test_cell.source += "\nassert True  # a new visible check"
+    nbformat.write(source, str(repo / "solutions" / lab / f"{lab}.ipynb"))
+    committed = (repo / "notebooks" / lab / f"{lab}.ipynb").read_bytes()
+    env = {k: v for k, v in os.environ.items() if k != "GMLIB_GRADEBOOK_URL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gmlib.grading", "--repo", str(repo), "check-release", lab],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{lab}: the committed release is stale" in proc.stderr
+    assert _nbgrader_meta(test_cell)["grade_id"] in proc.stderr
+    assert (repo / "notebooks" / lab / f"{lab}.ipynb").read_bytes() == committed  # checking writes nothing
+    assert not (repo / "_grading").exists()
+    grading.release(lab, repo)
+    assert grading.check_release([lab], repo) == {}
+    release = _read(repo / "notebooks" / lab / f"{lab}.ipynb")
+    assert "a new visible check" in _cells_by_id(release)[_nbgrader_meta(test_cell)["grade_id"]].source
+
+
+@pytest.mark.slow
+def test_a_submission_that_stops_nbgrader_does_not_cost_the_others(graded):
+    """nbgrader aborts a whole autograde run at a notebook with an old metadata schema.
+
+    The demo refuses such a notebook up front (validate_submission); autograde_batch copes
+    anyway: it blames the submission nbgrader stopped at and grades the rest.
+    """
+    lab = LABS[0]
+    course = graded["course"]
+    release = _read(grading.release_path(lab))
+    old = copy.deepcopy(release)
+    for cell in old.cells:
+        if "nbgrader" in cell.metadata:
+            cell.metadata["nbgrader"]["schema_version"] = 1
+    for student, nb in [("batch-a-old-schema", old), ("batch-b-release", release)]:
+        path = course.path("submitted", student, lab)
+        path.parent.mkdir(parents=True)
+        nbformat.write(nb, str(path))
+    errors = course.autograde_batch(lab, ["batch-b-release", "batch-a-old-schema"])
+    assert list(errors) == ["batch-a-old-schema"] and "old version" in errors["batch-a-old-schema"]
+    scores = grading.read_scores(course.db_url)
+    assert scores[(lab, "batch-b-release")].score == 0 and course.path("autograded", "batch-b-release", lab).is_file()
+    # the students graded before were left alone
+    assert course.path("autograded", "auto-solution", lab).is_file()
+    assert scores[(lab, "auto-solution")].score == scores[(lab, "auto-solution")].max_score
