@@ -79,8 +79,11 @@ test-labs: $(STAMP)
 grade: $(STAMP)
 	$(BIN)/python -m gmlib.grading demo
 
+# Extra JupyterLab arguments, e.g. LAB_ARGS="--no-browser --port 8899"
+LAB_ARGS ?=
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 
 # Re-resolve the pinned set from the direct requirements (needs the package index).
 lock:

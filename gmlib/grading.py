@@ -210,15 +210,23 @@ class Course:
 
     ``root`` holds a copy of ``nbgrader_config.py`` and ``solutions/``; the gradebook is
     ``root/_grading/gradebook.db`` whatever ``GMLIB_GRADEBOOK_URL`` says, so scratch runs
-    never touch the real gradebook. Every nbgrader step runs in a subprocess with this
-    interpreter, from ``root``, so nbgrader reads the copied configuration.
+    never touch the real gradebook, unless ``db_url`` names another SQLAlchemy database
+    explicitly (the PostgreSQL test does). Every nbgrader step runs in a subprocess with
+    this interpreter, from ``root``, so nbgrader reads the copied configuration.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, db_url: str | None = None):
         self.root = Path(root).resolve()
+        self._db_url = db_url
 
     @classmethod
-    def create(cls, root: str | os.PathLike, labs: Iterable[str], repo: str | os.PathLike = REPO_ROOT) -> "Course":
+    def create(
+        cls,
+        root: str | os.PathLike,
+        labs: Iterable[str],
+        repo: str | os.PathLike = REPO_ROOT,
+        db_url: str | None = None,
+    ) -> "Course":
         """Make a course at ``root`` from the repository's config and the source of ``labs``."""
         repo = Path(repo)
         root = Path(root)
@@ -230,11 +238,11 @@ class Course:
             _check_lab(lab, repo)
             shutil.copytree(repo / SOURCE_DIR / lab, root / SOURCE_DIR / lab, ignore=ignore, dirs_exist_ok=True)
         (root / GRADING_DIR).mkdir(exist_ok=True)
-        return cls(root)
+        return cls(root, db_url=db_url)
 
     @property
     def db_url(self) -> str:
-        return "sqlite:///" + str(self.root / GRADING_DIR / "gradebook.db")
+        return self._db_url or "sqlite:///" + str(self.root / GRADING_DIR / "gradebook.db")
 
     def path(self, step: str, student: str, lab: str) -> Path:
         steps = {
