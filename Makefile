@@ -22,7 +22,8 @@ FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS))
 PYTEST_ARGS ?=
 BUILD      := _build
 
-# nbgrader runs `alembic` (and kernels run `python`) from PATH: use the venv's.
+# nbgrader runs `alembic` from PATH: make the venv's win for nbgrader started from `make lab`
+# (the formgrader) or by hand; gmlib.grading sets PATH for its own nbgrader calls.
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["check_tensor", "check_same_shape", "check_probabilities"]
+__all__ = ["check_tensor", "check_same_shape", "check_probabilities", "check_int"]
 
 
 def check_tensor(
@@ -72,3 +72,11 @@ def check_probabilities(p: torch.Tensor, name: str, *, atol: float = 1e-5) -> to
         worst = (total - 1).abs().max().item()
         raise ValueError(f"{name} must sum to 1 along its last dimension (largest deviation {worst:.3g})")
     return p
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """An integer (not a bool) of at least ``minimum``; returns it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+    return value

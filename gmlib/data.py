@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._checks import check_int
 from .device import get_device
 
 __all__ = [
@@ -199,8 +200,7 @@ def toy_2d(
     """
     if name not in TOY_DENSITIES:
         raise ValueError(f"unknown toy density {name!r}; choose one of {sorted(TOY_DENSITIES)}")
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_int(n, "n")
     g = torch.Generator().manual_seed(int(seed))
     x = TOY_DENSITIES[name](n, g)  # (n, 2) float64
     return x.to(dtype=dtype, device=get_device(device))
@@ -222,8 +222,7 @@ def heteroscedastic_1d(
     Returns ``(x, y)``, each ``(n, 1)``. The true mean and standard deviation are
     :func:`heteroscedastic_1d_truth`.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_int(n, "n")
     g = torch.Generator().manual_seed(int(seed))
     x = torch.rand(n, 1, generator=g, dtype=torch.float64) * 6 - 3
     mean, std = heteroscedastic_1d_truth(x)

@@ -16,12 +16,13 @@ import math
 
 import torch
 
+from ._checks import check_int
+
 __all__ = ["nats_to_bits_per_dim", "bits_per_dim_to_nats"]
 
 
 def _check_dims(dims: int) -> None:
-    if not isinstance(dims, int) or isinstance(dims, bool) or dims <= 0:
-        raise ValueError(f"dims must be a positive integer (the number of dimensions per example), got {dims!r}")
+    check_int(dims, "dims (the number of dimensions per example)")
 
 
 def nats_to_bits_per_dim(nats, dims: int):

@@ -24,7 +24,8 @@ from typing import Callable
 
 import torch
 
-from ._checks import check_probabilities, check_same_shape, check_tensor
+from ._checks import check_int, check_probabilities, check_same_shape, check_tensor
+from .device import get_device
 
 __all__ = [
     "categorical_entropy",
@@ -168,9 +169,7 @@ def reparameterize(
 
 
 def _check_n(n: int, minimum: int = 1) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or n < minimum:
-        raise ValueError(f"the number of samples n must be an integer >= {minimum}, got {n!r}")
-    return n
+    return check_int(n, "the number of samples n", minimum)
 
 
 def mc_mean(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,10 +262,7 @@ class ConjugateGaussian:
         dtype: torch.dtype = torch.float64,
         device: str | torch.device | None = "cpu",
     ):
-        from .device import get_device
-
-        if not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        check_int(dim, "dim")
         if not (prior_var > 0 and noise_var > 0):
             raise ValueError(f"prior_var and noise_var must be positive, got {prior_var!r} and {noise_var!r}")
         self.dim = dim

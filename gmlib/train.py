@@ -33,6 +33,7 @@ from typing import Sequence, Union
 import torch
 from tqdm.std import tqdm
 
+from ._checks import check_int
 from .device import get_device
 
 __all__ = ["train", "History", "evaluate_loss", "iterate_minibatches"]
@@ -94,7 +95,6 @@ def iterate_minibatches(tensors: tuple[torch.Tensor, ...], batch_size: int, gene
         yield tuple(t[idx] for t in tensors)
 
 
-@torch.no_grad()
 def evaluate_loss(model, data: Data, *, batch_size: int = 1024, seed: int | None = 0) -> float:
     """Average of ``model.loss`` over ``data`` (weighted by batch size), in eval mode.
 
@@ -103,7 +103,13 @@ def evaluate_loss(model, data: Data, *, batch_size: int = 1024, seed: int | None
     """
     tensors = _as_tuple(data, "data")
     dev = next((p.device for p in model.parameters()), tensors[0].device)
-    tensors = tuple(t.to(dev) for t in tensors)
+    return _mean_loss(model, tuple(t.to(dev) for t in tensors), batch_size, seed)
+
+
+@torch.no_grad()
+def _mean_loss(model, tensors: tuple[torch.Tensor, ...], batch_size: int, seed: int | None) -> float:
+    """:func:`evaluate_loss` on tensors already checked and on the model's device."""
+    dev = tensors[0].device
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -155,9 +161,8 @@ def train(
     """
     if not hasattr(model, "loss") or not callable(model.loss):
         raise ValueError(f"{type(model).__name__} has no loss(batch) method for train() to minimise")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_int(epochs, "epochs")
+    check_int(batch_size, "batch_size")
     if patience is not None and (not isinstance(patience, int) or patience <= 0):
         raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
     if not lr > 0:
@@ -207,7 +212,7 @@ def train(
         postfix = {"train": f"{history.train_loss[-1]:.4g}"}
 
         if val_t is not None:
-            val = evaluate_loss(model, val_t, batch_size=max(batch_size, 1024), seed=seed + 1)
+            val = _mean_loss(model, val_t, max(batch_size, 1024), seed + 1)  # val_t was checked above
             history.val_loss.append(val)
             postfix["val"] = f"{val:.4g}"
             if val < history.best_val_loss:
