@@ -4,6 +4,7 @@
 #   make test    the whole test suite: gmlib, grading, labs (nbval), book build
 #   make grade   nbgrader demo: generate, autograde example submissions, export CSV
 #   make lab     JupyterLab on notebooks/ with the nbgrader extension
+#   make bench   the benchmark scripts (gmlib/bench): speed figures, printed
 #
 # The first target you run creates .venv and installs requirements.txt into it;
 # later runs skip the install until requirements.txt or pyproject.toml change.
@@ -30,10 +31,10 @@ export MPLBACKEND := Agg
 # Labs and pages run on the CPU in tests unless you override it.
 export GMLIB_DEVICE ?= cpu
 
-.PHONY: help install book book-check test test-lib test-grading test-labs grade lab lock clean
+.PHONY: help install book book-check test test-lib test-grading test-labs grade lab bench lock clean
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 install: $(STAMP)
 
@@ -43,12 +44,14 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 	@echo "installed into $(VENV)"
 
+# MPLBACKEND is unset for the build: with Agg inherited, the kernels never switch to the
+# inline backend and plt.show() silently draws nothing into the pages.
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --path-output . -W -n --keep-going
+	env -u MPLBACKEND $(BIN)/jupyter-book build . --path-output . -W -n --keep-going
 	@$(MAKE) --no-print-directory book-check
 
 # The built site must load nothing from the network: no remote scripts,
-# images, styles or fonts, and MathJax served from _static.
+# images, styles or fonts, and MathJax served from _static; every chapter page has figures.
 book-check:
 	@html=$(BUILD)/html; \
 	test -f $$html/index.html || { echo "book-check: $$html/index.html missing; run make book"; exit 1; }; \
@@ -57,7 +60,9 @@ book-check:
 	  echo "book-check: the pages above load resources from the network"; exit 1; fi; \
 	if grep -rEl '(src|href)="https?://[^"]*(cdn|unpkg|jsdelivr|googleapis)' $$html --include='*.html'; then \
 	  echo "book-check: the pages above reference a CDN"; exit 1; fi; \
-	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline"
+	for page in $$html/book/ch[0-9][0-9]_*.html; do \
+	  grep -q '<img' $$page || { echo "book-check: $$page has no figures (were the plots drawn?)"; exit 1; }; done; \
+	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter"
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory test-lib
@@ -79,6 +84,13 @@ test-labs: $(STAMP)
 
 grade: $(STAMP)
 	$(BIN)/python -m gmlib.grading demo
+
+# Every gmlib/bench/<name>.py, each printing its figures; BENCH_ARGS go to each, e.g. "--device cuda"
+BENCH_ARGS ?=
+bench: $(STAMP)
+	@for m in $$(ls gmlib/bench/*.py | grep -v __init__ | xargs -n1 basename | sed 's/\.py$$//'); do \
+	  echo "== python -m gmlib.bench.$$m $(BENCH_ARGS)"; \
+	  $(BIN)/python -m gmlib.bench.$$m $(BENCH_ARGS) || exit 1; done
 
 # Extra JupyterLab arguments, e.g. LAB_ARGS="--no-browser --port 8899"
 LAB_ARGS ?=

@@ -10,6 +10,12 @@ plot         image grids, 2-D densities, training curves
 nets         small network builders
 probability  Chapter 1: entropy, KL, Monte Carlo, the ELBO, gradient estimators
 conditional  Chapter 1: Gaussian conditional density model p(y | x)
+mixture      Chapter 2: Gaussian mixtures by EM (full / diagonal, missing data, imputation)
+linear_gaussian  Chapter 2: probabilistic PCA and factor analysis
+variational  Chapter 2: mean-field VI (coordinate ascent) for a Bayesian Gaussian mixture
+hmm          Chapter 3: hidden Markov models (forward-backward, Viterbi, Baum-Welch)
+lds          Chapter 3: linear dynamical systems (Kalman filter, RTS smoother, EM)
+bench        benchmark scripts that print speed figures (python -m gmlib.bench.<name>)
 grading      nbgrader integration for the labs
 """
 from .device import describe_device, get_device
