@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["check_tensor", "check_same_shape", "check_probabilities", "check_int"]
+__all__ = ["check_tensor", "check_same_shape", "check_probabilities", "check_int", "check_sequences"]
 
 
 def check_tensor(
@@ -80,3 +80,13 @@ def check_int(value, name: str, minimum: int = 1) -> int:
         want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {want}, got {value!r}")
     return value
+
+
+def check_sequences(x, name: str, dim: int, dim_name: str = "D") -> torch.Tensor:
+    """A floating batch of sequences ``(B, T, dim)`` with ``B, T >= 1``; returns it."""
+    check_tensor(x, name, event_shape=(dim,))
+    if x.dim() != 3:
+        raise ValueError(f"{name} must have shape (B, T, {dim_name}={dim}), got {tuple(x.shape)}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} must hold B >= 1 sequences of T >= 1 steps, got shape {tuple(x.shape)}")
+    return x

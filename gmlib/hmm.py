@@ -37,13 +37,12 @@ Equation labels (``ch03:...``) refer to Chapter 3 of the book.
 from __future__ import annotations
 
 import math
-import sys
 
 import torch
 from torch import nn
-from tqdm.std import tqdm
 
-from ._checks import check_int, check_tensor
+from ._checks import check_int, check_sequences, check_tensor
+from ._progress import progress_bar
 
 __all__ = ["forward", "backward", "posterior_marginals", "viterbi", "GaussianHMM"]
 
@@ -297,11 +296,7 @@ class GaussianHMM(nn.Module):
         return self.means.shape[1]
 
     def _check_x(self, x) -> torch.Tensor:
-        check_tensor(x, "x", event_shape=(self.dim,))
-        if x.dim() != 3:
-            raise ValueError(f"x must have shape (B, T, D={self.dim}), got {tuple(x.shape)}")
-        if x.shape[0] < 1 or x.shape[1] < 1:
-            raise ValueError(f"x must hold B >= 1 sequences of T >= 1 steps, got shape {tuple(x.shape)}")
+        check_sequences(x, "x", self.dim, "D")
         return x.to(device=self.means.device, dtype=self.means.dtype)
 
     @classmethod
@@ -424,8 +419,7 @@ class GaussianHMM(nn.Module):
             raise ValueError(f"min_variance must be positive, got {min_variance!r}")
         gamma, xi, ll = self._e_step(x)
         history = [float(ll.mean())]
-        bar = tqdm(range(max_iter), desc=desc or "Baum-Welch", disable=not progress, file=sys.stdout,
-                   ncols=88, mininterval=0.5, ascii=True, leave=True)
+        bar = progress_bar(max_iter, desc or "Baum-Welch", progress)
         for _ in bar:
             self._m_step(x, gamma, xi, min_variance)
             gamma, xi, ll = self._e_step(x)

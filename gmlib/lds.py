@@ -26,14 +26,13 @@ Equation labels (``ch03:...``) refer to Chapter 3 of the book.
 from __future__ import annotations
 
 import math
-import sys
 from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
-from tqdm.std import tqdm
 
-from ._checks import check_int, check_tensor
+from ._checks import check_int, check_sequences, check_tensor
+from ._progress import progress_bar
 
 __all__ = ["kalman_predict", "kalman_update", "LDS", "FilterResult", "SmootherResult"]
 
@@ -240,11 +239,7 @@ class LDS(nn.Module):
         return self.C.shape[0]
 
     def _check_x(self, x) -> torch.Tensor:
-        check_tensor(x, "x", event_shape=(self.obs_dim,))
-        if x.dim() != 3:
-            raise ValueError(f"x must have shape (B, T, X={self.obs_dim}), got {tuple(x.shape)}")
-        if x.shape[0] < 1 or x.shape[1] < 1:
-            raise ValueError(f"x must hold B >= 1 sequences of T >= 1 steps, got shape {tuple(x.shape)}")
+        check_sequences(x, "x", self.obs_dim, "X")
         return x.to(device=self.A.device, dtype=self.A.dtype)
 
     # --- inference -------------------------------------------------------------------
@@ -402,8 +397,7 @@ class LDS(nn.Module):
             raise ValueError(f"learn may only name {_ALL}, got {sorted(unknown)}")
         s = self._smooth(x)
         history = [float(s.log_likelihood.mean())]
-        bar = tqdm(range(max_iter), desc=desc or "LDS EM", disable=not progress, file=sys.stdout,
-                   ncols=88, mininterval=0.5, ascii=True, leave=True)
+        bar = progress_bar(max_iter, desc or "LDS EM", progress)
         for _ in bar:
             self._m_step(x, s, learn)
             s = self._smooth(x)

@@ -33,13 +33,12 @@ have it) and stores the result in the dtype of the data. Equation labels
 from __future__ import annotations
 
 import math
-import sys
 
 import torch
 from torch import nn
-from tqdm.std import tqdm
 
 from ._checks import check_int, check_tensor
+from ._progress import progress_bar
 
 __all__ = ["LinearGaussian", "PPCA", "FactorAnalysis"]
 
@@ -278,10 +277,7 @@ class LinearGaussian(nn.Module):
         # each call evaluates the log-likelihood at its input and proposes the next parameters
         loglik, W_next, psi_next = cls._em_step(S, W, psi, isotropic, floor)
         history = [loglik]
-        bar = tqdm(
-            range(max_iter), desc=desc, disable=not progress, file=sys.stdout, ncols=88,
-            mininterval=0.5, ascii=True, leave=True,
-        )
+        bar = progress_bar(max_iter, desc, progress)
         for _ in bar:
             W, psi = W_next, psi_next
             loglik, W_next, psi_next = cls._em_step(S, W, psi, isotropic, floor)

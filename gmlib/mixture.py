@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 
 import torch
 from torch import nn
-from tqdm.std import tqdm
 
 from ._checks import check_int, check_probabilities, check_tensor
+from ._progress import progress_bar
 
 __all__ = ["GaussianMixture", "kmeans_plus_plus"]
 
@@ -578,10 +577,7 @@ class GaussianMixture(nn.Module):
         if x.shape[0] == 0:
             raise ValueError("x must have at least one row to fit")
         history: list[float] = []
-        bar = tqdm(
-            range(max_iter), desc=desc or "EM", disable=not progress, file=sys.stdout, ncols=88,
-            mininterval=0.5, ascii=True, leave=True,
-        )
+        bar = progress_bar(max_iter, desc or "EM", progress)
         with torch.no_grad():
             for _ in bar:
                 history.append(self._em_step(x, o, reg_covar))  # log-likelihood before this step

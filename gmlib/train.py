@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
 import torch
-from tqdm.std import tqdm
 
 from ._checks import check_int
+from ._progress import progress_bar
 from .device import get_device
 
 __all__ = ["train", "History", "evaluate_loss", "iterate_minibatches"]
@@ -183,10 +182,7 @@ def train(
     epochs_since_best = 0
     start = time.perf_counter()
 
-    bar = tqdm(
-        range(epochs), desc=desc, disable=not progress, file=sys.stdout, ncols=88,
-        mininterval=0.5, ascii=True, leave=True,
-    )
+    bar = progress_bar(epochs, desc, progress)
     n = train_t[0].shape[0]
     for epoch in bar:
         model.train()

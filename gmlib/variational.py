@@ -31,14 +31,13 @@ Equation labels ``ch02:...`` refer to Chapter 2; "B10.xx" to Bishop (2006).
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from tqdm.std import tqdm
 
 from ._checks import check_int, check_tensor
+from ._progress import progress_bar
 
 __all__ = ["NormalWishartPrior", "BayesianGaussianMixture", "exact_log_evidence", "kmeans_plusplus"]
 
@@ -445,10 +444,7 @@ class BayesianGaussianMixture(nn.Module):
         self.update_parameters(xw, r)
         value, r = self._elbo(xw, None)  # the ELBO and the optimal q(Z) for the current factors
         history = [float(value)]
-        bar = tqdm(
-            range(max_iter), desc=desc, disable=not progress, file=sys.stdout, ncols=88,
-            mininterval=0.5, ascii=True, leave=True,
-        )
+        bar = progress_bar(max_iter, desc, progress)
         for _ in bar:
             # r is already the q(Z) update given the current factors (step 1)
             self.update_parameters(xw, r)  # step 2: q(pi) q(mu, Lambda)
