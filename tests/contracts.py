@@ -40,3 +40,27 @@ def check_density_model(model, x: torch.Tensor, *, context: torch.Tensor | None 
     bad = torch.cat([x, x[:, :1]], dim=1)  # one extra event dimension
     with pytest.raises(ValueError):
         model.log_prob(bad, *args)
+
+
+class SequencesChannelsFirst:
+    """A sequence model (HMM, LDS) seen as a density on ``(B, D, T)`` arrays, for
+    :func:`check_density_model`.
+
+    The contract's wrong-shape probe appends one entry along dimension 1. On
+    ``(B, T, D)`` data that would lengthen every sequence, which is legitimate;
+    on this ``(B, D, T)`` view it adds an observed dimension, which the model
+    must refuse. ``model.sample(n, T)`` returns ``(latents, x)``.
+    """
+
+    def __init__(self, model, T: int):
+        self.model, self.T = model, T
+
+    def log_prob(self, x):
+        return self.model.log_prob(x.transpose(1, 2))
+
+    def loss(self, x):
+        return self.model.loss(x.transpose(1, 2))
+
+    def sample(self, n):
+        latents, x = self.model.sample(n, self.T)
+        return latents, x.transpose(1, 2)

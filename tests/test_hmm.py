@@ -18,7 +18,7 @@ import torch.distributions as D
 from gmlib import hmm
 from gmlib.hmm import GaussianHMM
 
-from contracts import check_density_model
+from contracts import SequencesChannelsFirst, check_density_model
 
 f64 = torch.float64
 Z_TOL = 4.5  # tolerance in standard errors for sampling tests
@@ -219,32 +219,10 @@ def test_gaussian_emission_matches_torch_distributions():
     torch.testing.assert_close(model.loss(x), -ll.mean())
 
 
-class ChannelsFirst:
-    """A sequence model seen as a density on (D, T) arrays, for ``check_density_model``.
-
-    The contract's wrong-shape probe appends one entry along dimension 1. On
-    (B, T, D) data that would lengthen the sequence, which is legitimate; on this
-    (B, D, T) view it adds an observed dimension, which the model must refuse.
-    """
-
-    def __init__(self, model, T):
-        self.model, self.T = model, T
-
-    def log_prob(self, x):
-        return self.model.log_prob(x.transpose(1, 2))
-
-    def loss(self, x):
-        return self.model.loss(x.transpose(1, 2))
-
-    def sample(self, n):
-        states, x = self.model.sample(n, self.T)
-        return states, x.transpose(1, 2)
-
-
 def test_density_contract():
     model = random_hmm(3, D=2, seed=5)
     _, x = model.sample(6, 7, generator=torch.Generator().manual_seed(0))
-    check_density_model(ChannelsFirst(model, 7), x.transpose(1, 2))
+    check_density_model(SequencesChannelsFirst(model, 7), x.transpose(1, 2))
     # sequences of another length are fine (the model is not tied to one T)
     assert model.log_prob(x[:, :3]).shape == (6,)
 

@@ -19,7 +19,7 @@ import torch.distributions as Dist
 from gmlib import lds as L
 from gmlib.lds import LDS
 
-from contracts import check_density_model
+from contracts import SequencesChannelsFirst, check_density_model
 
 f64 = torch.float64
 Z_TOL = 4.5  # tolerance in standard errors for sampling tests
@@ -220,29 +220,10 @@ def test_sample_moments_match_the_joint_gaussian():
     assert torch.equal(again[1], x)
 
 
-class ChannelsFirst:
-    """A sequence model seen as a density on (X, T) arrays for ``check_density_model``:
-    its wrong-shape probe then adds an observed dimension (an error) instead of a
-    time step (legitimate). See tests/test_hmm.py."""
-
-    def __init__(self, model, T):
-        self.model, self.T = model, T
-
-    def log_prob(self, x):
-        return self.model.log_prob(x.transpose(1, 2))
-
-    def loss(self, x):
-        return self.model.loss(x.transpose(1, 2))
-
-    def sample(self, n):
-        z, x = self.model.sample(n, self.T)
-        return z, x.transpose(1, 2)
-
-
 def test_density_contract():
     model = random_lds(seed=13)
     _, x = model.sample(6, 5, generator=torch.Generator().manual_seed(0))
-    check_density_model(ChannelsFirst(model, 5), x.transpose(1, 2))
+    check_density_model(SequencesChannelsFirst(model, 5), x.transpose(1, 2))
 
 
 # --- EM ------------------------------------------------------------------------------------
