@@ -43,6 +43,7 @@ from torch import nn
 
 from ._checks import check_int, check_sequences, check_tensor
 from ._progress import progress_bar
+from .mixture import kmeans_plus_plus
 
 __all__ = ["forward", "backward", "posterior_marginals", "viterbi", "GaussianHMM"]
 
@@ -229,16 +230,7 @@ def viterbi(log_initial: torch.Tensor, log_transition: torch.Tensor, log_emissio
 
 def _kmeans(x: torch.Tensor, k: int, generator: torch.Generator, n_iter: int = 20) -> torch.Tensor:
     """k-means++ seeding (Arthur & Vassilvitskii 2007) and Lloyd iterations; returns labels ``(N,)``."""
-    N = x.shape[0]
-    centers = x.new_empty(k, x.shape[1])  # (k, D)
-    first = int(torch.randint(N, (1,), generator=generator))
-    centers[0] = x[first]
-    d2 = ((x - centers[0]) ** 2).sum(-1)  # (N,)
-    for i in range(1, k):
-        weights = d2.cpu() if float(d2.sum()) > 0 else torch.ones(N, dtype=x.dtype)
-        idx = int(torch.multinomial(weights, 1, generator=generator))
-        centers[i] = x[idx]
-        d2 = torch.minimum(d2, ((x - centers[i]) ** 2).sum(-1))
+    centers = kmeans_plus_plus(x, k, generator)  # (k, D)
     for _ in range(n_iter):
         labels = torch.cdist(x, centers).argmin(-1)  # (N,)
         onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)  # (N, k)

@@ -47,7 +47,7 @@ from torch import nn
 from ._checks import check_int, check_probabilities, check_tensor
 from ._progress import progress_bar
 
-__all__ = ["GaussianMixture", "kmeans_plus_plus"]
+__all__ = ["GaussianMixture", "kmeans_plus_plus", "kmeans_plus_plus_indices"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -83,8 +83,8 @@ def _serial_cpu(device: torch.device):
         torch.set_num_threads(threads)
 
 
-def kmeans_plus_plus(x: torch.Tensor, n_centers: int, generator: torch.Generator) -> torch.Tensor:
-    r"""k-means++ seeding (Arthur & Vassilvitskii 2007): ``n_centers`` rows of ``x``.
+def kmeans_plus_plus_indices(x: torch.Tensor, n_centers: int, generator: torch.Generator) -> torch.Tensor:
+    r"""k-means++ seeding (Arthur & Vassilvitskii 2007): the indices of ``n_centers`` rows of ``x``.
 
     The first centre is a row drawn uniformly; each next one is a row drawn
     with probability proportional to its squared distance to the nearest
@@ -95,7 +95,9 @@ def kmeans_plus_plus(x: torch.Tensor, n_centers: int, generator: torch.Generator
 
     ``x``: ``(N, D)``; ``generator``: a CPU ``torch.Generator`` (the draws are
     made on the CPU in float64, so a seed gives the same centres on every
-    device). Returns ``(n_centers, D)`` on ``x``'s device and dtype.
+    device). Returns a long tensor ``(n_centers,)`` on ``x``'s device. Every
+    model of the book that starts from k-means++ (mixtures, the variational
+    mixture, HMMs) calls this one function.
     """
     check_tensor(x, "x", min_dim=2)
     n = x.shape[0]
@@ -112,7 +114,12 @@ def kmeans_plus_plus(x: torch.Tensor, n_centers: int, generator: torch.Generator
         nxt = int(torch.multinomial(p, 1, generator=generator))
         chosen.append(nxt)
         d2 = torch.minimum(d2, (x - x[nxt]).square().sum(1))
-    return x[torch.tensor(chosen, device=x.device)].clone()  # (n_centers, D)
+    return torch.tensor(chosen, dtype=torch.long, device=x.device)  # (n_centers,)
+
+
+def kmeans_plus_plus(x: torch.Tensor, n_centers: int, generator: torch.Generator) -> torch.Tensor:
+    """The rows :func:`kmeans_plus_plus_indices` picks: ``(n_centers, D)``, on ``x``'s device and dtype."""
+    return x[kmeans_plus_plus_indices(x, n_centers, generator)].clone()  # (n_centers, D)
 
 
 # ----------------------------------------------------------------------------

@@ -38,8 +38,9 @@ from torch import nn
 
 from ._checks import check_int, check_tensor
 from ._progress import progress_bar
+from .mixture import kmeans_plus_plus_indices
 
-__all__ = ["NormalWishartPrior", "BayesianGaussianMixture", "exact_log_evidence", "kmeans_plusplus"]
+__all__ = ["NormalWishartPrior", "BayesianGaussianMixture", "exact_log_evidence"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -157,29 +158,6 @@ class NormalWishartPrior:
 # ----------------------------------------------------------------------------
 
 
-def kmeans_plusplus(x: torch.Tensor, n_clusters: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    r"""Indices ``(n_clusters,)`` of k-means++ seeds (Arthur & Vassilvitskii, 2007).
-
-    The first seed is uniform over the rows of ``x`` ``(N, D)``; each next seed
-    is row :math:`n` with probability :math:`\propto d(x_n)^2`, the squared
-    distance to the nearest seed chosen so far. ``generator`` is a CPU
-    ``torch.Generator``; with a fixed seed the result is reproducible.
-    """
-    _check_data(x)
-    check_int(n_clusters, "n_clusters")
-    N = x.shape[0]
-    first = torch.randint(N, (1,), generator=generator)
-    idx = [int(first)]
-    d2 = ((x - x[idx[0]]) ** 2).sum(-1)  # (N,)
-    for _ in range(1, n_clusters):
-        w = d2.detach().to("cpu", torch.float64)
-        w = torch.ones_like(w) if float(w.sum()) <= 0 else w
-        j = int(torch.multinomial(w, 1, generator=generator))
-        idx.append(j)
-        d2 = torch.minimum(d2, ((x - x[j]) ** 2).sum(-1))
-    return torch.tensor(idx, dtype=torch.long, device=x.device)
-
-
 # ----------------------------------------------------------------------------
 # The variational Bayesian Gaussian mixture
 # ----------------------------------------------------------------------------
@@ -259,7 +237,7 @@ class BayesianGaussianMixture(nn.Module):
         x = _check_data(x)
         xw = _work(x)
         g = torch.Generator(device="cpu").manual_seed(self.seed)
-        seeds = xw[kmeans_plusplus(xw, self.n_components, g)]  # (K, D)
+        seeds = xw[kmeans_plus_plus_indices(xw, self.n_components, g)]  # (K, D)
         nearest = torch.cdist(xw, seeds).argmin(1)  # (N,)
         return torch.nn.functional.one_hot(nearest, self.n_components).to(xw.dtype)
 

@@ -21,7 +21,8 @@ import torch.distributions as D
 from scipy import integrate, special, stats
 from sklearn.mixture import BayesianGaussianMixture as SkBGM
 
-from gmlib.variational import BayesianGaussianMixture, NormalWishartPrior, exact_log_evidence, kmeans_plusplus
+from gmlib.mixture import kmeans_plus_plus_indices
+from gmlib.variational import BayesianGaussianMixture, NormalWishartPrior, exact_log_evidence
 
 from contracts import check_density_model
 
@@ -311,7 +312,7 @@ def test_redundant_components_are_switched_off():
 def test_kmeans_plusplus_follows_the_d2_rule():
     x = torch.tensor([[0.0], [1.0], [3.0], [7.0]], dtype=f64)
     runs = 4000
-    pairs = [tuple(kmeans_plusplus(x, 2, gen(s)).tolist()) for s in range(runs)]
+    pairs = [tuple(kmeans_plus_plus_indices(x, 2, gen(s)).tolist()) for s in range(runs)]
     # P(first = i, second = j) = 1/N * d(i, j)^2 / sum_l d(i, l)^2
     d2 = torch.cdist(x, x) ** 2
     prob = (d2 / d2.sum(1, keepdim=True) / 4).numpy()
@@ -320,13 +321,13 @@ def test_kmeans_plusplus_follows_the_d2_rule():
     expected = np.array([prob[c] * runs for c in cells])
     assert observed.sum() == runs  # a seed is never picked twice
     assert stats.chisquare(observed, expected).pvalue > 1e-3
-    assert torch.equal(kmeans_plusplus(x, 3, gen(5)), kmeans_plusplus(x, 3, gen(5)))  # seeded
+    assert torch.equal(kmeans_plus_plus_indices(x, 3, gen(5)), kmeans_plus_plus_indices(x, 3, gen(5)))  # seeded
 
 
 def test_kmeans_plusplus_spreads_the_seeds():
     x = blobs(scale=0.1, seed=8)
     centers = torch.tensor(CENTERS, dtype=f64)
-    clusters_hit = [set(torch.cdist(x[kmeans_plusplus(x, 3, gen(s))], centers).argmin(1).tolist()) for s in range(20)]
+    clusters_hit = [set(torch.cdist(x[kmeans_plus_plus_indices(x, 3, gen(s))], centers).argmin(1).tolist()) for s in range(20)]
     hits = sum(len(c) == 3 for c in clusters_hit)
     assert hits >= 19
 
