@@ -15,6 +15,7 @@ linear_gaussian  Chapter 2: probabilistic PCA and factor analysis
 variational  Chapter 2: mean-field VI (coordinate ascent) for a Bayesian Gaussian mixture
 hmm          Chapter 3: hidden Markov models (forward-backward, Viterbi, Baum-Welch)
 lds          Chapter 3: linear dynamical systems (Kalman filter, RTS smoother, EM)
+rbm          Chapter 4: restricted Boltzmann machines (CD-k, PCD, exact log Z, AIS)
 bench        benchmark scripts that print speed figures (python -m gmlib.bench.<name>)
 grading      nbgrader integration for the labs
 """
