@@ -57,14 +57,7 @@ def path_log_joint(log_initial, log_transition, log_emission, paths):
     return lj
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny: a second CPU thread costs more in synchronisation than it
-    saves, and on a busy shared machine its OpenMP barriers slow the tests tenfold."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see tests/conftest.py
 
 
 CASES = [(1, 3), (2, 2), (4, 3), (5, 3), (6, 2), (6, 3)]  # (T, K)

@@ -25,14 +25,7 @@ f64 = torch.float64
 Z_TOL = 4.5  # tolerance in standard errors for sampling tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny: a second CPU thread costs more in synchronisation than it
-    saves, and on a busy shared machine its OpenMP barriers slow the tests tenfold."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see tests/conftest.py
 
 
 def spd(n, gen, scale=1.0):

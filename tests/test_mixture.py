@@ -22,13 +22,7 @@ from contracts import check_density_model
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny: extra threads only add start-up costs on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see tests/conftest.py
 
 
 # --- fixtures ---------------------------------------------------------------------------

@@ -20,13 +20,7 @@ from contracts import check_density_model
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny problems: one CPU thread avoids OpenMP synchronisation costs on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see tests/conftest.py
 
 
 def random_rbm(D, H, scale=1.0, seed=0, **kwargs):
