@@ -19,8 +19,6 @@ The target (issue 3) is that gmlib is at least as fast as scikit-learn.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import math
 import statistics
 import sys
@@ -32,43 +30,19 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGMM  # imported before the thread limits are set
 
+from ._common import numpy_threads, print_header, sync
 from ..data import digits
-from ..device import describe_device, get_device
+from ..device import get_device
 from ..mixture import GaussianMixture
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _blas_threads() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-
-        info = [f"{p['internal_api']}:{p['num_threads']}" for p in threadpool_info()]
-        return ", ".join(info) if info else "unknown"
-    except Exception:  # threadpoolctl missing or failing: the figure is informative only
-        return "unknown"
-
-
-def _numpy_threads(n: int):
-    """Give the BLAS libraries loaded so far (numpy's, SciPy's) the same thread count as torch."""
-    try:
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=n, user_api="blas")
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        return contextlib.nullcontext()
 
 
 def fit_gmlib(init: GaussianMixture, x, observed, n_iter: int, device) -> tuple[float, float, float]:
     """One timed fit: wall seconds and CPU seconds (all threads) per EM iteration, final mean log-likelihood."""
     model = GaussianMixture(init.weights, init.means, init.covariances).to(device)
-    _sync(device)
+    sync(device)
     start, cpu = time.perf_counter(), time.process_time()
     history = model.fit(x, observed, max_iter=n_iter, tol=-math.inf)
-    _sync(device)
+    sync(device)
     seconds, cpu = (time.perf_counter() - start) / n_iter, (time.process_time() - cpu) / n_iter
     assert len(history) == n_iter + 1
     return seconds, cpu, history[-1]
@@ -107,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = get_device(args.device)
-    with _numpy_threads(torch.get_num_threads()):  # the same thread count for both libraries, throughout
+    with numpy_threads(torch.get_num_threads()):  # the same thread count for both libraries, throughout
         return _run(args, device)
 
 
@@ -136,13 +110,12 @@ def _run(args, device) -> int:
     (t_mis, c_mis), ll_mis = _medians(runs), runs[-1][2]
 
     agree = abs(ll_gm - ll_sk) <= 1e-6 * max(1.0, abs(ll_sk))
-    print("Gaussian-mixture EM on digits (train, 1000 x 64, float64, K = 10, full covariance)")
-    print(f"date            {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"torch           {torch.__version__}")
-    print(f"threads         torch {torch.get_num_threads()}; numpy's BLAS limited to the same ({_blas_threads()})")
-    print(f"device          {describe_device(device)}   (scikit-learn runs on the CPU)")
-    print(f"repeats         {args.repeats} (median)")
-    print()
+    print_header(
+        "Gaussian-mixture EM on digits (train, 1000 x 64, float64, K = 10, full covariance)",
+        device,
+        [("note", "numpy's BLAS is limited to torch's thread count; scikit-learn runs on the CPU"),
+         ("repeats", f"{args.repeats} (median)")],
+    )
     print(f"{'':34s}{'s / iteration':>14s}{'CPU s / iter':>14s}{'final mean log-lik':>22s}")
     rows = [
         ("gmlib, complete data", t_gm, c_gm, ll_gm, args.iters),

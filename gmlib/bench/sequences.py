@@ -19,31 +19,25 @@ the HMM figure is the recursion alone.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import statistics
 import time
 
 import torch
 
-from gmlib.device import describe_device, get_device
+from gmlib.bench._common import print_header, sync
+from gmlib.device import get_device
 from gmlib.hmm import GaussianHMM, forward
 from gmlib.lds import LDS
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_seconds(fn, repeats: int, device: torch.device, warmup=None):
     (warmup or fn)()  # warm-up (allocator, kernels)
-    _sync(device)
+    sync(device)
     times, out = [], None
     for _ in range(repeats):
         start = time.perf_counter()
         out = fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
 
@@ -92,15 +86,12 @@ def main(argv=None) -> None:
     n_loop = B if args.loop_sequences is None else max(1, min(args.loop_sequences, B))
     scale = B / n_loop
 
-    print("gmlib sequence benchmark: batched over sequences vs a per-sequence Python loop")
-    print(f"date    {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"torch   {torch.__version__}   python {platform.python_version()}")
-    print(f"threads {torch.get_num_threads()}")
-    print(f"device  {describe_device(device)}")
-    print(f"sizes   B={B} sequences x T={T} steps; HMM K={K}, D={D}; LDS Z={Z}, X={X}; median of {args.repeats}")
-    if n_loop < B:
-        print(f"loop    * timed over the first {n_loop} sequences and scaled by {scale:g} to B={B}")
-    print()
+    print_header(
+        "gmlib sequence benchmark: batched over sequences vs a per-sequence Python loop",
+        device,
+        [("sizes", f"B={B} sequences x T={T} steps; HMM K={K}, D={D}; LDS Z={Z}, X={X}; median of {args.repeats}")]
+        + ([("loop", f"* timed over the first {n_loop} sequences and scaled by {scale:g} to B={B}")] if n_loop < B else []),
+    )
     print(f"{'model':<16} {'dtype':<8} {'batched ms':>11} {'loop ms':>11} {'speed-up':>10} {'max |diff|':>12}")
 
     for dtype in (torch.float64, torch.float32):

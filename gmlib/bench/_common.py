@@ -1,0 +1,53 @@
+"""What every benchmark script shares: device syncs, thread limits, and the header it prints."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import platform
+
+import torch
+
+from ..device import describe_device
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that a wall-clock timing covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def blas_threads() -> str:
+    """The thread counts of the BLAS libraries loaded so far, e.g. ``openblas:2`` (informative only)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        info = [f"{p['internal_api']}:{p['num_threads']}" for p in threadpool_info()]
+        return ", ".join(info) if info else "unknown"
+    except Exception:  # threadpoolctl missing or failing: the figure is informative only
+        return "unknown"
+
+
+def numpy_threads(n: int):
+    """A context in which the BLAS libraries loaded so far (numpy's, SciPy's) use ``n`` threads, like torch."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=n, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return contextlib.nullcontext()
+
+
+def print_header(title: str, device: torch.device, rows: list[tuple[str, str]] = ()) -> None:
+    """Print the title, the date, the versions, the threads, the device, then ``rows`` (label, value)."""
+    lines = [
+        ("date", datetime.datetime.now().isoformat(timespec="seconds")),
+        ("torch", f"{torch.__version__}   python {platform.python_version()}"),
+        ("threads", f"torch {torch.get_num_threads()}; BLAS {blas_threads()}"),
+        ("device", describe_device(device)),
+        *rows,
+    ]
+    width = max(len(label) for label, _ in lines) + 2
+    print(title)
+    for label, value in lines:
+        print(f"{label:<{width}}{value}")
+    print()
