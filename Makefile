@@ -88,7 +88,7 @@ grade: $(STAMP)
 # Every gmlib/bench/<name>.py, each printing its figures; BENCH_ARGS go to each, e.g. "--device cuda"
 BENCH_ARGS ?=
 bench: $(STAMP)
-	@for m in $$(ls gmlib/bench/*.py | grep -v __init__ | xargs -n1 basename | sed 's/\.py$$//'); do \
+	@for m in $$(ls gmlib/bench/*.py | xargs -n1 basename | grep -v '^_' | sed 's/\.py$$//'); do \
 	  echo "== python -m gmlib.bench.$$m $(BENCH_ARGS)"; \
 	  $(BIN)/python -m gmlib.bench.$$m $(BENCH_ARGS) || exit 1; done
 

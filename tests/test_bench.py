@@ -1,0 +1,38 @@
+"""The benchmark scripts run end to end (tiny settings; their figures are not checked here).
+
+Speed claims are printed by ``make bench``, never asserted by a timed test; this only keeps
+the scripts from rotting between the runs that produce the README's figures.
+"""
+import pytest
+
+from gmlib.bench import latent, rbm, sequences
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_latent_bench_runs_and_agrees_with_sklearn(capsys):
+    assert latent.main(["--repeats", "1", "--iters", "2", "--missing-iters", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "final log-likelihoods agree to 1e-6: yes" in out
+
+
+def test_sequences_bench_runs(capsys):
+    sequences.main(["--repeats", "1", "--batch", "3", "--length", "5", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "HMM forward" in out and "Kalman filter" in out
+
+
+def test_rbm_bench_runs_and_reports_both_libraries(capsys, monkeypatch):
+    monkeypatch.setattr(rbm, "GMLIB_GRID", [(0.01, 100)])
+    monkeypatch.setattr(rbm, "SKLEARN_GRID", [(0.1, 10)])
+    status = rbm.main(["--hidden", "8", "--epochs", "1", "--select-chains", "4", "--select-betas", "10",
+                       "--ais-runs", "2", "--ais-chains", "4", "--ais-betas", "10", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert status in (0, 1)  # 1 only says that gmlib lost at this toy size
+    assert ("gmlib better" in out) == (status == 0)
+    assert out.count("scikit-learn") >= 3 and "time per epoch of the selected settings" in out
+
+
+def test_rbm_bench_refuses_bad_settings():
+    with pytest.raises(SystemExit):
+        rbm.main(["--ais-runs", "1"])
