@@ -16,6 +16,8 @@ variational  Chapter 2: mean-field VI (coordinate ascent) for a Bayesian Gaussia
 hmm          Chapter 3: hidden Markov models (forward-backward, Viterbi, Baum-Welch)
 lds          Chapter 3: linear dynamical systems (Kalman filter, RTS smoother, EM)
 rbm          Chapter 4: restricted Boltzmann machines (CD-k, PCD, exact log Z, AIS)
+likelihoods  observation models p(x | decoder output): Bernoulli, categorical, discretized logistic, Gaussian
+vae          Chapter 5: variational autoencoders (ELBO, IWAE, KL warm-up, free bits, conditional VAE, completion)
 bench        benchmark scripts that print speed figures (python -m gmlib.bench.<name>)
 grading      nbgrader integration for the labs
 """

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["mlp"]
+__all__ = ["mlp", "ConcatContext", "vae_mlps"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU, "gelu": nn.GELU}
 
@@ -32,3 +32,72 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, *, activation: str = "
         if i < len(sizes) - 2:
             layers.append(_ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+class ConcatContext(nn.Module):
+    """Wrap ``net`` so that it takes a context: ``forward(inputs, y) = net(cat[inputs, code(y)])``.
+
+    ``code(y)`` is the one-hot vector of integer labels ``y`` ``(B,)`` when ``n_classes``
+    is given, else ``y`` itself, a float tensor ``(B, C)``. This is how a conditional
+    VAE (Sohn et al. 2015) feeds the class to its encoder and decoder
+    (:class:`gmlib.vae.VAE` with ``conditional=True``); ``net`` must accept the
+    widened input (``in_dim + n_classes`` or ``in_dim + C`` features).
+    """
+
+    def __init__(self, net: nn.Module, n_classes: int | None = None):
+        super().__init__()
+        if n_classes is not None and (not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2):
+            raise ValueError(f"n_classes must be an integer >= 2 or None, got {n_classes!r}")
+        self.net, self.n_classes = net, n_classes
+
+    def code(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The context as features ``(B, C)`` in the dtype and device of ``like``."""
+        if not isinstance(y, torch.Tensor):
+            raise ValueError(f"the context y must be a tensor, got {type(y).__name__}")
+        if self.n_classes is not None:
+            if y.is_floating_point() or y.dtype == torch.bool or y.dim() != 1:
+                raise ValueError(f"y must be integer class labels of shape (B,), got {y.dtype} {tuple(y.shape)}")
+            if bool(((y < 0) | (y >= self.n_classes)).any()):
+                raise ValueError(f"class labels must lie in 0..{self.n_classes - 1}")
+            return nn.functional.one_hot(y.to(like.device), self.n_classes).to(like.dtype)
+        if not y.is_floating_point() or y.dim() != 2:
+            raise ValueError(
+                f"y must be float features of shape (B, C) (or give n_classes), got {y.dtype} {tuple(y.shape)}"
+            )
+        return y.to(device=like.device, dtype=like.dtype)
+
+    def forward(self, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        c = self.code(y, inputs)
+        if c.shape[0] != inputs.shape[0]:
+            raise ValueError(f"inputs have {inputs.shape[0]} rows but y has {c.shape[0]}")
+        return self.net(torch.cat([inputs, c], dim=-1))
+
+
+def vae_mlps(
+    data_dim: int,
+    latent_dim: int,
+    hidden: Sequence[int] = (256, 256),
+    *,
+    param_size: int = 1,
+    n_classes: int | None = None,
+    activation: str = "relu",
+) -> tuple[nn.Module, nn.Module]:
+    """An MLP encoder and decoder for :class:`gmlib.vae.VAE`.
+
+    encoder: ``(B, data_dim) -> (B, 2 * latent_dim)`` (mean and log-variance);
+    decoder: ``(N, latent_dim) -> (N, data_dim)`` when ``param_size == 1``, else
+    ``(N, data_dim, param_size)`` (the likelihood's ``param_size``, e.g. 17 for
+    ``Categorical(17)``). The decoder's hidden layers are ``hidden`` reversed. With
+    ``n_classes`` both are wrapped in :class:`ConcatContext` and take ``(inputs, y)``.
+    """
+    for name, v in (("data_dim", data_dim), ("latent_dim", latent_dim), ("param_size", param_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    extra = 0 if n_classes is None else n_classes
+    encoder: nn.Module = mlp(data_dim + extra, list(hidden), 2 * latent_dim, activation=activation)
+    decoder: nn.Module = mlp(latent_dim + extra, list(hidden)[::-1], data_dim * param_size, activation=activation)
+    if param_size > 1:
+        decoder = nn.Sequential(decoder, nn.Unflatten(-1, (data_dim, param_size)))
+    if n_classes is not None:
+        encoder, decoder = ConcatContext(encoder, n_classes), ConcatContext(decoder, n_classes)
+    return encoder, decoder
