@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from ..device import describe_device
+from ..device import describe_device, get_device
 
 
 def sync(device: torch.device) -> None:
@@ -51,3 +51,19 @@ def print_header(title: str, device: torch.device, rows: list[tuple[str, str]] =
     for label, value in lines:
         print(f"{label:<{width}}{value}")
     print()
+
+
+def add_device_arguments(parser) -> None:
+    """The ``--device`` and ``--threads`` options every script takes."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: gmlib.device.get_device())")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def run_on_device(args, run):
+    """Apply ``--threads``, pick ``--device``, and call ``run(args, device)`` with numpy's BLAS
+    limited to torch's thread count, so a baseline library gets the same threads as gmlib."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = get_device(args.device)
+    with numpy_threads(torch.get_num_threads()):
+        return run(args, device)

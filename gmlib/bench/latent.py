@@ -30,9 +30,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGMM  # imported before the thread limits are set
 
-from ._common import numpy_threads, print_header, sync
+from ._common import add_device_arguments, print_header, run_on_device, sync
 from ..data import digits
-from ..device import get_device
 from ..mixture import GaussianMixture
 
 
@@ -70,19 +69,14 @@ def _medians(runs) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: gmlib.device.get_device())")
+    add_device_arguments(parser)
     parser.add_argument("--repeats", type=int, default=5, help="timed fits per measurement (median reported)")
     parser.add_argument("--iters", type=int, default=20, help="EM iterations per complete-data fit")
     parser.add_argument("--missing-iters", type=int, default=5, help="EM iterations per missing-data fit")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.iters < 1 or args.missing_iters < 1:
         parser.error("--repeats, --iters and --missing-iters must be positive")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = get_device(args.device)
-    with numpy_threads(torch.get_num_threads()):  # the same thread count for both libraries, throughout
-        return _run(args, device)
+    return run_on_device(args, _run)
 
 
 def _run(args, device) -> int:

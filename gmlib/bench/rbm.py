@@ -43,9 +43,8 @@ import numpy as np
 import torch
 from sklearn.neural_network import BernoulliRBM as SkBernoulliRBM  # imported before the thread limits are set
 
-from ._common import numpy_threads, print_header, sync
+from ._common import add_device_arguments, print_header, run_on_device, sync
 from ..data import digits
-from ..device import get_device
 from ..rbm import BernoulliRBM
 from ..train import train
 
@@ -97,10 +96,9 @@ def ais_mean_log_prob(model: BernoulliRBM, x: torch.Tensor, base_bias: torch.Ten
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None, help="where gmlib trains: cpu, cuda, ... (default: gmlib.device.get_device())")
+    add_device_arguments(parser)
     parser.add_argument("--hidden", type=int, default=100, help="hidden units of both RBMs")
     parser.add_argument("--epochs", type=int, default=50, help="training epochs of both RBMs")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--select-chains", type=int, default=100, help="AIS chains per validation estimate")
     parser.add_argument("--select-betas", type=int, default=2000, help="AIS temperatures per validation estimate")
     parser.add_argument("--ais-runs", type=int, default=5, help="independent AIS runs per test estimate")
@@ -111,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--hidden and --epochs must be positive")
     if min(args.select_chains, args.select_betas, args.ais_runs, args.ais_chains, args.ais_betas) < 2:
         parser.error("--select-chains, --select-betas, --ais-runs, --ais-chains and --ais-betas must be at least 2")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = get_device(args.device)
-    with numpy_threads(torch.get_num_threads()):  # the same thread count for both libraries, throughout
-        return _run(args, device)
+    return run_on_device(args, _run)
 
 
 def _run(args, device) -> int:

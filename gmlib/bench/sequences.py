@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from gmlib.bench._common import print_header, sync
+from gmlib.bench._common import add_device_arguments, print_header, sync
 from gmlib.device import get_device
 from gmlib.hmm import GaussianHMM, forward
 from gmlib.lds import LDS
@@ -68,11 +68,10 @@ def _row(name, dtype, t_batch, t_loop, diff, scaled=False):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: gmlib.device.get_device())")
+    add_device_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the median is reported")
     parser.add_argument("--batch", type=int, default=1000, help="number of sequences B")
     parser.add_argument("--length", type=int, default=100, help="sequence length T")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--loop-sequences", type=int, default=None,
                         help="run the per-sequence loop over only the first N sequences and scale its time to B "
                              "(default: all B; the scaled figure is marked *)")
