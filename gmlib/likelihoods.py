@@ -75,9 +75,13 @@ class Likelihood(nn.Module):
 
     # -- checks ---------------------------------------------------------------------------
 
-    def check_params(self, params: torch.Tensor) -> tuple[torch.Size, int]:
-        """Check ``params`` and return its sample shape ``S`` and the number of pixels ``D``."""
-        check_tensor(params, "params")
+    def check_params(self, params: torch.Tensor, *, values: bool = True) -> tuple[torch.Size, int]:
+        """Check ``params`` and return its sample shape ``S`` and the number of pixels ``D``.
+
+        ``values=False`` checks the type and shape only, not that every entry is finite
+        (that scan costs as much as a small decoder; :class:`gmlib.vae.VAE` skips it on
+        every decode, and a non-finite loss is caught by :func:`gmlib.train.train`)."""
+        check_tensor(params, "params", allow_nan=not values)
         P = self.param_size
         if P == 1:
             if params.dim() < 1:

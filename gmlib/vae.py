@@ -251,7 +251,7 @@ class VAE(nn.Module):
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"the decoder must return a tensor, got {type(out).__name__}")
         try:
-            _, D = self.likelihood.check_params(out)
+            _, D = self.likelihood.check_params(out, values=False)  # shapes only: runs on every decode
         except ValueError as err:
             raise ValueError(f"the decoder's output does not fit the likelihood {self.likelihood}: {err}") from None
         if out.shape[0] != flat.shape[0] or out.shape[1:] != self.likelihood.param_shape(D):
