@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["mlp", "ConcatContext", "vae_mlps"]
+__all__ = ["mlp", "ConcatContext", "vae_mlps", "ConvEncoder", "ConvDecoder"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU, "gelu": nn.GELU}
 
@@ -101,3 +101,64 @@ def vae_mlps(
     if n_classes is not None:
         encoder, decoder = ConcatContext(encoder, n_classes), ConcatContext(decoder, n_classes)
     return encoder, decoder
+
+
+class ConvEncoder(nn.Module):
+    """A small convolutional encoder for square images given as flat rows ``(B, side * side)``.
+
+    ``x * in_scale`` (e.g. ``1 / 16`` for the 0..16 digits) goes through three 3x3
+    convolutions (the last two with stride 2: 8x8 -> 4x4 -> 2x2 for the digits), a hidden
+    layer of ``hidden`` units and a linear layer to ``(B, out_dim)`` (``2 * latent_dim``
+    for a VAE's mean and log-variance), with ReLU and ``dropout`` after every hidden layer.
+    """
+
+    def __init__(self, side: int, out_dim: int, *, channels: int = 32, hidden: int = 256,
+                 dropout: float = 0.0, in_scale: float = 1.0):
+        super().__init__()
+        if side % 4:
+            raise ValueError(f"side must be a multiple of 4 (two stride-2 convolutions), got {side}")
+        self.side, self.in_scale = side, float(in_scale)
+        c, q = channels, side // 4
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
+            nn.Conv2d(c, c, 3, padding=1, stride=2), nn.ReLU(), nn.Dropout(dropout),  # (B, c, side/2, side/2)
+            nn.Conv2d(c, c, 3, padding=1, stride=2), nn.ReLU(), nn.Dropout(dropout),  # (B, c, side/4, side/4)
+            nn.Flatten(), nn.Linear(c * q * q, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, out_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x * self.in_scale).reshape(-1, 1, self.side, self.side))  # (B, out_dim)
+
+
+class ConvDecoder(nn.Module):
+    """A small convolutional decoder ``(N, latent_dim) -> (N, side * side, param_size)``
+    (or ``(N, side * side)`` when ``param_size == 1``).
+
+    A hidden layer maps ``z`` to ``channels`` feature maps of size ``side / 2``; they are
+    upsampled by 2 and go through two 3x3 convolutions and a 1x1 convolution to
+    ``param_size`` maps, plus a learned per-pixel bias (the convolutions alone would treat
+    every position alike). ReLU and ``dropout`` after the hidden layers.
+    """
+
+    def __init__(self, side: int, latent_dim: int, param_size: int = 1, *, channels: int = 32,
+                 hidden: int = 256, dropout: float = 0.0):
+        super().__init__()
+        if side % 2:
+            raise ValueError(f"side must be even, got {side}")
+        self.side, self.channels, self.param_size = side, channels, param_size
+        h = side // 2
+        self.fc = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                nn.Linear(hidden, channels * h * h), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.Upsample(scale_factor=2), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Dropout(dropout),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, param_size, 1),
+        )
+        self.bias = nn.Parameter(torch.zeros(param_size, side, side))  # per-pixel bias
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.side // 2
+        out = self.net(self.fc(z).view(-1, self.channels, h, h)) + self.bias  # (N, P, side, side)
+        out = out.permute(0, 2, 3, 1).reshape(z.shape[0], self.side * self.side, self.param_size)
+        return out.squeeze(-1) if self.param_size == 1 else out  # (N, D, P) or (N, D)
