@@ -5,7 +5,7 @@ the scripts from rotting between the runs that produce the README's figures.
 """
 import pytest
 
-from gmlib.bench import latent, rbm, sequences
+from gmlib.bench import latent, rbm, sequences, vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,3 +36,16 @@ def test_rbm_bench_runs_and_reports_both_libraries(capsys, monkeypatch):
 def test_rbm_bench_refuses_bad_settings():
     with pytest.raises(SystemExit):
         rbm.main(["--ais-runs", "1"])
+
+
+def test_vae_bench_runs_and_judges_the_targets(capsys):
+    status = vae.main(["--set", "epochs=1", "--set", "channels=4", "--set", "hidden=8", "--k", "5",
+                       "--elbo-samples", "2", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert status == 1 and "MISSED test negative ELBO <= 92" in out  # one epoch of a tiny model cannot pass
+    assert "IWAE-5 NLL" in out and "saved" not in out
+
+
+def test_vae_bench_refuses_unknown_recipe_fields():
+    with pytest.raises(SystemExit):
+        vae.main(["--set", "width=3"])
