@@ -45,6 +45,7 @@ from ._checks import check_int
 from .device import get_device
 
 __all__ = [
+    "random_shift",
     "DIGITS_SPLITS",
     "DIGITS_SHAPE",
     "digits",
@@ -117,6 +118,36 @@ def digits(
     if labels:
         return xt, torch.as_tensor(y_all[start:stop]).to(dev)  # (N,)
     return xt
+
+
+def random_shift(batch, generator: torch.Generator | None = None, *, p: float = 0.3, side: int = 8):
+    """Data augmentation for :func:`gmlib.train.train` (its ``augment`` argument): each image of
+    the first tensor of ``batch`` (rows of ``side * side`` pixels) is, with probability ``p``, moved by
+    one pixel up, down, left or right (chosen uniformly), the uncovered row or column filled with 0
+    (the background of the digits). Other tensors (labels) pass through. Returns a tuple.
+    """
+    batch = (batch,) if isinstance(batch, torch.Tensor) else tuple(batch)
+    x = batch[0]
+    if x.dim() != 2 or x.shape[1] != side * side:
+        raise ValueError(f"random_shift needs images as rows (B, {side * side}), got {tuple(x.shape)}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must lie in [0, 1], got {p!r}")
+    B = x.shape[0]
+    img = x.reshape(B, side, side)
+    direction = torch.randint(0, 4, (B,), generator=generator).to(x.device)  # (B,)
+    moved = (torch.rand(B, generator=generator) < p).to(x.device)  # (B,)
+    out = img.clone()
+    for d, (dim, step) in enumerate(((1, 1), (1, -1), (2, 1), (2, -1))):  # down, up, right, left
+        sel = moved & (direction == d)
+        if bool(sel.any()):
+            r = torch.roll(img[sel], step, dims=dim)  # (b, side, side)
+            edge = 0 if step == 1 else side - 1
+            if dim == 1:
+                r[:, edge, :] = 0
+            else:
+                r[:, :, edge] = 0
+            out[sel] = r
+    return (out.reshape(B, side * side), *batch[1:])
 
 
 # ----------------------------------------------------------------------------

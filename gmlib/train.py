@@ -139,6 +139,7 @@ def train(
     device: str | torch.device | None = None,
     progress: bool = True,
     desc: str = "training",
+    augment=None,
 ) -> History:
     """Fit ``model`` by minimising ``model.loss(batch)`` with Adam.
 
@@ -154,6 +155,10 @@ def train(
         the loss); a CPU run is bitwise reproducible under the same seed.
     device: where to train (default :func:`gmlib.device.get_device`).
     progress: show a text progress bar on stdout.
+    augment: optional ``augment(batch, generator) -> batch`` applied to every training
+        mini-batch (a tuple of tensors, as ``train_data`` is split) before the loss, never to
+        validation data; ``generator`` is a CPU generator seeded from ``seed``
+        (e.g. :func:`gmlib.data.random_shift`).
 
     Returns a :class:`History`. Raises ``ValueError`` for malformed data or
     settings, and ``FloatingPointError`` when the loss becomes NaN or infinite.
@@ -176,6 +181,9 @@ def train(
 
     torch.manual_seed(seed)
     order_gen = torch.Generator().manual_seed(seed)
+    augment_gen = torch.Generator().manual_seed(seed + 7919)
+    if augment is not None and not callable(augment):
+        raise ValueError(f"augment must be callable, got {type(augment).__name__}")
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     history = History()
     best_state = None
@@ -188,6 +196,8 @@ def train(
         model.train()
         running, seen = 0.0, 0
         for batch in iterate_minibatches(train_t, batch_size, order_gen):
+            if augment is not None:
+                batch = tuple(augment(batch, augment_gen))
             loss = model.loss(_unpack(batch))
             if loss.dim() != 0:
                 raise ValueError(f"model.loss must return a scalar, got shape {tuple(loss.shape)}")

@@ -189,3 +189,27 @@ def test_canonical_sources_are_complete():
     for kind, src in data.MNIST_SOURCES.items():
         assert len(src.files) == 4
         assert all(len(h) == 64 and int(h, 16) >= 0 for h in src.files.values())
+
+
+def _shifted_candidates(img):
+    """The four one-pixel moves of an 8x8 image (zero fill), built with padding and slicing."""
+    pad = torch.nn.functional.pad(img, (1, 1, 1, 1))  # (10, 10)
+    return [pad[0:8, 1:9], pad[2:10, 1:9], pad[1:9, 0:8], pad[1:9, 2:10]]  # down, up, right, left
+
+
+def test_random_shift_moves_each_image_by_one_pixel_or_not_at_all():
+    from gmlib.data import random_shift
+
+    x, y = data.digits("train", "int", labels=True)
+    x, y = x[:200], y[:200]
+    out, y_out = random_shift((x, y), torch.Generator().manual_seed(0), p=1.0)
+    assert torch.equal(y_out, y)
+    for a, b in zip(x.view(-1, 8, 8), out.view(-1, 8, 8)):
+        assert any(torch.equal(b, c) for c in _shifted_candidates(a))
+    same, _ = random_shift((x, y), torch.Generator().manual_seed(0), p=0.0)
+    assert torch.equal(same, x)
+    half, _ = random_shift((x, y), torch.Generator().manual_seed(1), p=0.5)
+    moved = (half != x).any(1).float().mean().item()
+    assert 0.35 < moved < 0.6  # about half (a few moves leave an image unchanged)
+    with pytest.raises(ValueError, match="rows"):
+        random_shift(x.view(-1, 8, 8))

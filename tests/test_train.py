@@ -126,3 +126,30 @@ def test_diverging_loss_is_reported():
 
     with pytest.raises(FloatingPointError, match="epoch 0"):
         train(Diverges(2), torch.randn(8, 2), progress=False)
+
+
+def test_augment_sees_every_training_batch_and_never_validation():
+    """The augmented loop minimises the loss of the augmented data: training on x with an
+    augment that adds 3 fits the mean of x + 3, while validation is computed on x untouched."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 2, generator=g)
+    seen = []
+
+    def plus_three(batch, generator):
+        assert isinstance(generator, torch.Generator)
+        seen.append(batch[0].shape[0])
+        return (batch[0] + 3.0,)
+
+    model = GaussianMean(2)
+    train(model, x, epochs=200, lr=0.05, batch_size=100, progress=False, patience=None, augment=plus_three)
+    torch.testing.assert_close(model.mu.detach(), x.mean(0) + 3.0, atol=1e-2, rtol=0)
+    assert sum(seen) == 200 * 400  # every training example of every epoch, and nothing else
+    seen.clear()
+    hist = train(GaussianMean(2), x, x, epochs=100, lr=0.05, batch_size=100, progress=False, patience=None,
+                 augment=plus_three)
+    assert sum(seen) == 100 * 400
+    # at the end mu is near mean + 3: the loss on shifted data is about D / 2 = 1, on the unshifted
+    # validation data about (D + D * 9) / 2 = 10
+    assert hist.train_loss[-1] < 1.5 and hist.val_loss[-1] > 8
+    with pytest.raises(ValueError, match="augment must be callable"):
+        train(GaussianMean(2), x, epochs=1, progress=False, augment=3)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from functools import partial
 import math
 import sys
 import time
@@ -30,7 +31,7 @@ import time
 import torch
 
 from ._common import add_device_arguments, print_header, run_on_device, sync
-from ..data import digits
+from ..data import digits, random_shift
 from ..metrics import nats_to_bits_per_dim
 from ..pretrained import VAEDigitsRecipe, save_vae_digits, vae_digits
 from ..train import train
@@ -100,7 +101,7 @@ def _run(args, device) -> int:
     start = time.perf_counter()
     history = train(model, x_train, x_val, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
                     patience=recipe.patience, seed=recipe.seed, device=device, progress=args.progress,
-                    desc="VAE")
+                    desc="VAE", augment=partial(random_shift, p=recipe.shift_p) if recipe.shift_p > 0 else None)
     sync(device)
     seconds = time.perf_counter() - start
     model.eval()
