@@ -45,7 +45,7 @@ class VAEDigitsRecipe:
     epochs: int = 400  # at most; early stopping ends training well before
     patience: int = 50  # epochs without a better validation negative ELBO before stopping
     seed: int = 0  # initial weights, batch order and the sampling inside the loss
-    shift_p: float = 0.0  # probability that a training image is moved by one pixel (gmlib.data.random_shift); 0: off
+    shift_p: float = 0.25  # probability that a training image is moved by one pixel (gmlib.data.random_shift); 0: off
 
 
 def vae_digits(recipe: VAEDigitsRecipe = VAEDigitsRecipe()) -> VAE:
