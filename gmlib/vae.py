@@ -118,7 +118,7 @@ class VAEConfig:
     free_bits: float = 0.0
     n_samples: int = 1  # Monte Carlo samples of z per example in elbo() and loss()
     conditional: bool = False  # encoder(x, y) and decoder(z, y) take a context y (Sohn et al. 2015)
-    iwae_chunk: int = 8192  # at most this many (sample, example) pairs are decoded at once in iwae_bound()
+    iwae_chunk: int = 512  # at most this many (sample, example) pairs are decoded at once in log_weights() (small batches are fastest on CPU)
 
 
 class ELBOTerms(NamedTuple):
@@ -342,6 +342,38 @@ class VAE(nn.Module):
         mean, log_var = self._encode(x, y)
         return self._log_weights(x, y, mean, log_var, n, generator).mean(0)
 
+    def log_weights(
+        self,
+        x: torch.Tensor,
+        k: int,
+        y: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        r"""``k`` log importance weights per example, ``(k, B)``:
+        :math:`\log w_i = \log p_\theta(x, z_i) - \log q_\phi(z_i\mid x)`, :math:`z_i \sim q_\phi(z\mid x)`.
+
+        Their mean is an unbiased estimate of the ELBO :eq:`ch05:elbo`; their log-mean-exp is
+        :meth:`iwae_bound`. All ``k`` samples are decoded in batches of at most
+        ``config.iwae_chunk`` (sample, example) pairs, so memory stays bounded for ``k = 1000``.
+        """
+        x = self._check_x(x)
+        y = self._check_y(y, x.shape[0])
+        self._check_values(x)
+        check_int(k, "k")
+        mean, log_var = self._encode(x, y)
+        B, chunk = x.shape[0], self.config.iwae_chunk
+        columns = []
+        for start in range(0, B, chunk):  # examples in groups of at most `chunk`
+            sl = slice(start, min(B, start + chunk))
+            per = max(1, chunk // (sl.stop - sl.start))  # samples per decoding pass
+            ys = None if y is None else y[sl]
+            columns.append(torch.cat([
+                self._log_weights(x[sl], ys, mean[sl], log_var[sl], min(per, k - s), generator)  # (k', b)
+                for s in range(0, k, per)
+            ], 0))  # (k, b)
+        return torch.cat(columns, 1)  # (k, B)
+
     def iwae_bound(
         self,
         x: torch.Tensor,
@@ -353,30 +385,12 @@ class VAE(nn.Module):
         r"""Estimate of the importance-weighted bound :math:`\mathcal L_k` :eq:`ch05:iwae`, ``(B,)``, in nats.
 
         .. math::  \hat{\mathcal L}_k(x) = \operatorname{logsumexp}_{i=1}^k
-                   \big[\log p_\theta(x, z_i) - \log q_\phi(z_i\mid x)\big] - \log k.
+                   \big[\log p_\theta(x, z_i) - \log q_\phi(z_i\mid x)\big] - \log k,
 
-        All ``k`` samples are decoded in batches of at most ``config.iwae_chunk``
-        (sample, example) pairs, so memory stays bounded for ``k = 1000``. Differentiable
+        with the weights of :meth:`log_weights` (decoded in bounded batches). Differentiable
         (the IWAE training objective); wrap evaluation in ``torch.no_grad()``.
         """
-        x = self._check_x(x)
-        y = self._check_y(y, x.shape[0])
-        self._check_values(x)
-        check_int(k, "k")
-        mean, log_var = self._encode(x, y)
-        B, chunk = x.shape[0], self.config.iwae_chunk
-        rows = []
-        for start in range(0, B, chunk):  # examples in groups of at most `chunk`
-            sl = slice(start, min(B, start + chunk))
-            b = sl.stop - sl.start
-            per = max(1, chunk // b)  # samples per decoding pass
-            ys = None if y is None else y[sl]
-            parts = [
-                self._log_weights(x[sl], ys, mean[sl], log_var[sl], min(per, k - s), generator)  # (k', b)
-                for s in range(0, k, per)
-            ]
-            rows.append(torch.logsumexp(torch.cat(parts, 0), 0) - math.log(k))  # (b,)
-        return torch.cat(rows)
+        return torch.logsumexp(self.log_weights(x, k, y, generator=generator), 0) - math.log(k)  # (B,)
 
     # -- training ----------------------------------------------------------------------------
 

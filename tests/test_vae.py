@@ -144,6 +144,22 @@ def test_iwae_chunks_cover_every_sample_and_example_once(chunk):
     x = lg.sample_x(10)
     model = lg.vae(VAEConfig(iwae_chunk=chunk))
     torch.testing.assert_close(model.iwae_bound(x, 13, generator=gen(7)), lg.log_evidence(x), rtol=0, atol=1e-10)
+    lw = model.log_weights(x, 13, generator=gen(8))  # (13, 10): every weight is exact, in its own column
+    assert lw.shape == (13, 10)
+    torch.testing.assert_close(lw, lg.log_evidence(x).expand(13, -1), rtol=0, atol=1e-10)
+
+
+def test_log_weights_average_to_the_elbo_and_log_mean_exp_to_iwae():
+    lg = LinearGaussian(seed=1)
+    x = lg.sample_x(6)
+    model = lg.vae()
+    with torch.no_grad():  # an encoder away from the posterior, so the weights vary
+        for p in model.encoder.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen(2), dtype=p.dtype))
+    lw = model.log_weights(x, 400, generator=gen(9))  # (400, 6)
+    torch.testing.assert_close(model.iwae_bound(x, 400, generator=gen(9)), torch.logsumexp(lw, 0) - math.log(400))
+    est, se = mc_mean_se(lw)
+    assert ((est - closed_form_elbo(model, x, lg.W, lg.mu)).abs() <= Z * se).all()
 
 
 @pytest.mark.parametrize("perturb_seed", [11, 12, 13])
