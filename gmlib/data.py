@@ -51,6 +51,8 @@ __all__ = [
     "digits",
     "TOY_DENSITIES",
     "toy_2d",
+    "TOY_MODES",
+    "toy_2d_modes",
     "heteroscedastic_1d",
     "heteroscedastic_1d_truth",
     "read_idx",
@@ -182,6 +184,12 @@ def _eight_gaussians(n: int, g: torch.Generator) -> torch.Tensor:
     return centers + 0.1 * torch.randn(n, 2, generator=g, dtype=torch.float64)
 
 
+def _grid_25(n: int, g: torch.Generator) -> torch.Tensor:
+    centers, std = TOY_MODES["grid_25"]
+    k = torch.randint(0, 25, (n,), generator=g)
+    return centers[k] + std * torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+
 def _checkerboard(n: int, g: torch.Generator) -> torch.Tensor:
     # a 4x4 board on [-2, 2]^2 with mass on the 8 squares where floor(x)+floor(y) is even
     x = torch.rand(n, generator=g, dtype=torch.float64) * 4 - 2
@@ -206,8 +214,32 @@ def _pinwheel(n: int, g: torch.Generator) -> torch.Tensor:
     return 2.0 * (rot @ feats.unsqueeze(-1)).squeeze(-1)
 
 
+def _ring_centers(k: int, radius: float) -> torch.Tensor:
+    angle = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
+    return radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # (k, 2)
+
+
+#: the mixtures of isotropic Gaussians among the toy densities: name -> (centers (K, 2) float64, std).
+#: The eight on a ring follow Metz et al. (2017), the grid of 25 Srivastava et al. (2017); both are
+#: used to count the modes a GAN covers (:func:`gmlib.metrics.mode_metrics`).
+TOY_MODES = {
+    "eight_gaussians": (_ring_centers(8, 2.0), 0.1),
+    "grid_25": (torch.cartesian_prod(*(torch.arange(-2.0, 2.5, 1.0, dtype=torch.float64),) * 2), 0.05),
+}
+
+
+def toy_2d_modes(name: str) -> tuple[torch.Tensor, float]:
+    """The centers ``(K, 2)`` (float64) and common standard deviation of a toy Gaussian mixture
+    (``"eight_gaussians"`` or ``"grid_25"``); its components have equal weights."""
+    if name not in TOY_MODES:
+        raise ValueError(f"{name!r} is not a Gaussian mixture with known modes; choose one of {sorted(TOY_MODES)}")
+    centers, std = TOY_MODES[name]
+    return centers.clone(), std
+
+
 TOY_DENSITIES = {
     "two_moons": _two_moons,
+    "grid_25": _grid_25,
     "rings": _rings,
     "eight_gaussians": _eight_gaussians,
     "checkerboard": _checkerboard,
@@ -225,8 +257,9 @@ def toy_2d(
 ) -> torch.Tensor:
     """``n`` samples ``(n, 2)`` from a named 2-D toy density, reproducible under ``seed``.
 
-    Names: ``two_moons``, ``rings``, ``eight_gaussians``, ``checkerboard``,
-    ``pinwheel``. Samples are drawn in float64 on the CPU with a private
+    Names: ``two_moons``, ``rings``, ``eight_gaussians`` (8 modes on a circle of
+    radius 2, std 0.1), ``grid_25`` (a 5x5 grid of modes with spacing 1, std 0.05),
+    ``checkerboard``, ``pinwheel``. Samples are drawn in float64 on the CPU with a private
     generator (the global RNG is untouched), then converted.
     """
     if name not in TOY_DENSITIES:

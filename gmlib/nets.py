@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["mlp", "ConcatContext", "vae_mlps", "ConvEncoder", "ConvDecoder"]
+__all__ = ["mlp", "ConcatContext", "vae_mlps", "ConvEncoder", "ConvDecoder", "DCGenerator", "DCDiscriminator"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU, "gelu": nn.GELU}
 
@@ -162,3 +162,53 @@ class ConvDecoder(nn.Module):
         out = self.net(self.fc(z).view(-1, self.channels, h, h)) + self.bias  # (N, P, side, side)
         out = out.permute(0, 2, 3, 1).reshape(z.shape[0], self.side * self.side, self.param_size)
         return out.squeeze(-1) if self.param_size == 1 else out  # (N, D, P) or (N, D)
+
+
+class DCGenerator(nn.Module):
+    """A DCGAN-style generator (Radford et al. 2016) for square images as flat rows.
+
+    ``z`` ``(N, latent_dim)`` -> a linear layer to ``2 * channels`` maps of size ``side / 4``
+    -> two stride-2 transposed 4x4 convolutions (``side/4 -> side/2 -> side``) -> ``tanh``:
+    ``(N, side * side)`` in (-1, 1). Batch normalization and ReLU after the hidden layers
+    (``batchnorm=False`` leaves the normalization out).
+    """
+
+    def __init__(self, latent_dim: int, side: int = 8, *, channels: int = 64, batchnorm: bool = True):
+        super().__init__()
+        if side % 4:
+            raise ValueError(f"side must be a multiple of 4 (two stride-2 upsamplings), got {side}")
+        self.side, self.channels, q = side, channels, side // 4
+        norm1 = nn.BatchNorm1d(2 * channels * q * q) if batchnorm else nn.Identity()
+        norm2 = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * channels * q * q), norm1, nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * channels, channels, 4, stride=2, padding=1), norm2, nn.ReLU(),  # (N, c, side/2, side/2)
+            nn.ConvTranspose2d(channels, 1, 4, stride=2, padding=1), nn.Tanh(),  # (N, 1, side, side)
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        q = self.side // 4
+        return self.net(self.fc(z).view(-1, 2 * self.channels, q, q)).reshape(z.shape[0], -1)  # (N, side * side)
+
+
+class DCDiscriminator(nn.Module):
+    """A DCGAN-style discriminator for square images as flat rows ``(B, side * side)`` -> ``(B, 1)``.
+
+    Two stride-2 4x4 convolutions (``side -> side/2 -> side/4``) with leaky ReLU (slope 0.2)
+    and a linear layer to one raw score. No batch normalization, so each example's score
+    depends on that example alone (the gradient penalty of WGAN-GP needs this).
+    """
+
+    def __init__(self, side: int = 8, *, channels: int = 64):
+        super().__init__()
+        if side % 4:
+            raise ValueError(f"side must be a multiple of 4 (two stride-2 convolutions), got {side}")
+        self.side, q = side, side // 4
+        self.net = nn.Sequential(
+            nn.Conv2d(1, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # (B, c, side/2, side/2)
+            nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # (B, 2c, side/4, side/4)
+            nn.Flatten(), nn.Linear(2 * channels * q * q, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(-1, 1, self.side, self.side))  # (B, 1)

@@ -8,8 +8,14 @@ targets of a conditional model).
 
 Features: Adam, mini-batches in a seeded random order, early stopping on the
 validation loss with the best weights restored at the end, gradient clipping,
-a text progress bar, and a returned :class:`History`. Under a fixed ``seed`` a
-CPU run is bitwise reproducible.
+a text progress bar, a per-epoch callback, and a returned :class:`History`.
+Under a fixed ``seed`` a CPU run is bitwise reproducible.
+
+Games with several players (a GAN's discriminator and generator) use the same
+loop: a model with a ``players()`` method returns :class:`Player` objects, each
+with its own parameters, loss, optimizer settings and update period; every
+mini-batch, each player in turn takes an Adam step on its own loss when its
+period comes round. A model with only ``loss`` is the one-player case.
 
 Design notes
 ------------
@@ -27,7 +33,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 
@@ -35,7 +41,7 @@ from ._checks import check_int
 from ._progress import progress_bar
 from .device import get_device
 
-__all__ = ["train", "History", "evaluate_loss", "iterate_minibatches"]
+__all__ = ["train", "History", "Player", "evaluate_loss", "iterate_minibatches"]
 
 Data = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -44,7 +50,8 @@ Data = Union[torch.Tensor, Sequence[torch.Tensor]]
 class History:
     """What happened during :func:`train`. Losses are per-example averages."""
 
-    train_loss: list = field(default_factory=list)  # mean training loss of each epoch
+    train_loss: list = field(default_factory=list)  # mean training loss of each epoch (the first player's)
+    player_loss: dict = field(default_factory=dict)  # player name -> mean loss of its updates in each epoch
     val_loss: list = field(default_factory=list)  # validation loss after each epoch (empty without val data)
     best_epoch: int = -1  # 0-based epoch whose weights were kept
     best_val_loss: float = math.inf
@@ -54,6 +61,26 @@ class History:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass
+class Player:
+    """One player of a game trained by :func:`train` (see ``model.players()``).
+
+    Every ``every``-th mini-batch (counting from the first, across epochs) the player
+    computes ``loss(batch)`` and takes one Adam step on ``parameters``; the players
+    move in the order the model lists them, each seeing the others' latest weights.
+    A GAN lists its discriminator with ``every=1`` and its generator with
+    ``every=d_steps``: ``d_steps`` discriminator updates, each on a fresh real batch,
+    per generator update.
+    """
+
+    name: str  # used in History.player_loss and the progress bar
+    parameters: list  # the tensors this player's optimizer updates
+    loss: Callable  # loss(batch) -> scalar tensor
+    every: int = 1  # update on mini-batches 0, every, 2 * every, ...
+    lr: float | None = None  # None: train()'s lr
+    betas: tuple | None = None  # Adam's (beta1, beta2); None: (0.9, 0.999)
 
 
 def _as_tuple(data: Data, name: str) -> tuple[torch.Tensor, ...]:
@@ -124,6 +151,32 @@ def _mean_loss(model, tensors: tuple[torch.Tensor, ...], batch_size: int, seed: 
     return total / count
 
 
+def _players(model) -> list[Player]:
+    """The model's players, checked; a model with only ``loss`` is one player."""
+    if hasattr(model, "players") and callable(model.players):
+        players = list(model.players())
+        if not players or not all(isinstance(p, Player) for p in players):
+            raise ValueError(f"{type(model).__name__}.players() must return a non-empty list of gmlib.train.Player")
+    elif hasattr(model, "loss") and callable(model.loss):
+        players = [Player("loss", [p for p in model.parameters()], model.loss)]
+    else:
+        raise ValueError(f"{type(model).__name__} has no loss(batch) method (or players()) for train() to minimise")
+    names = [p.name for p in players]
+    if len(set(names)) != len(names):
+        raise ValueError(f"player names must be distinct, got {names}")
+    for p in players:
+        if not isinstance(p.every, int) or isinstance(p.every, bool) or p.every < 1:
+            raise ValueError(f"player {p.name!r}: every must be a positive integer, got {p.every!r}")
+        if p.lr is not None and not p.lr > 0:
+            raise ValueError(f"player {p.name!r}: lr must be positive, got {p.lr!r}")
+        if not callable(p.loss):
+            raise ValueError(f"player {p.name!r}: loss must be callable")
+        p.parameters = [t for t in p.parameters if t.requires_grad]
+        if not p.parameters:
+            raise ValueError(f"{type(model).__name__} has no trainable parameters for player {p.name!r}")
+    return players
+
+
 def train(
     model: torch.nn.Module,
     train_data: Data,
@@ -140,17 +193,21 @@ def train(
     progress: bool = True,
     desc: str = "training",
     augment=None,
+    callback=None,
 ) -> History:
-    """Fit ``model`` by minimising ``model.loss(batch)`` with Adam.
+    """Fit ``model`` by minimising ``model.loss(batch)`` with Adam, or play its game.
 
     Parameters
     ----------
-    model: an ``nn.Module`` with a ``loss(batch) -> scalar tensor`` method.
+    model: an ``nn.Module`` with a ``loss(batch) -> scalar tensor`` method, or with a
+        ``players() -> list[Player]`` method (a game: each player minimises its own loss
+        over its own parameters with its own Adam optimizer; see :class:`Player`).
     train_data, val_data: a tensor ``(N, ...)`` or a tuple of tensors sharing N.
+        ``val_data`` needs ``model.loss`` (its value drives early stopping).
     epochs: maximum number of passes over ``train_data``.
     patience: stop after this many epochs without a new best validation loss
         (``None`` never stops early). The best weights are restored at the end.
-    clip_grad_norm: clip the global gradient norm to this value when set.
+    clip_grad_norm: clip each player's global gradient norm to this value when set.
     seed: seeds the batch order and the global torch RNG (for sampling inside
         the loss); a CPU run is bitwise reproducible under the same seed.
     device: where to train (default :func:`gmlib.device.get_device`).
@@ -159,64 +216,85 @@ def train(
         mini-batch (a tuple of tensors, as ``train_data`` is split) before the loss, never to
         validation data; ``generator`` is a CPU generator seeded from ``seed``
         (e.g. :func:`gmlib.data.random_shift`).
+    callback: optional ``callback(epoch, model, history)`` called after every epoch
+        (0-based; after validation), e.g. to keep snapshots of samples over training. It
+        runs under ``torch.no_grad()`` with the model as training left it.
 
     Returns a :class:`History`. Raises ``ValueError`` for malformed data or
-    settings, and ``FloatingPointError`` when the loss becomes NaN or infinite.
+    settings, and ``FloatingPointError`` when a loss becomes NaN or infinite.
     """
-    if not hasattr(model, "loss") or not callable(model.loss):
-        raise ValueError(f"{type(model).__name__} has no loss(batch) method for train() to minimise")
+    players = _players(model)
     check_int(epochs, "epochs")
     check_int(batch_size, "batch_size")
     if patience is not None and (not isinstance(patience, int) or patience <= 0):
         raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    if val_data is not None and not (hasattr(model, "loss") and callable(model.loss)):
+        raise ValueError(f"val_data needs {type(model).__name__}.loss(batch) to evaluate; pass val_data=None")
+    if augment is not None and not callable(augment):
+        raise ValueError(f"augment must be callable, got {type(augment).__name__}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable, got {type(callback).__name__}")
     dev = get_device(device)
     train_t = tuple(t.to(dev) for t in _as_tuple(train_data, "train_data"))
     val_t = tuple(t.to(dev) for t in _as_tuple(val_data, "val_data")) if val_data is not None else None
     model.to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    players = _players(model)  # again: moving the model may have replaced its parameters
 
     torch.manual_seed(seed)
     order_gen = torch.Generator().manual_seed(seed)
     augment_gen = torch.Generator().manual_seed(seed + 7919)
-    if augment is not None and not callable(augment):
-        raise ValueError(f"augment must be callable, got {type(augment).__name__}")
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opts = []
+    for p in players:
+        kwargs = {} if p.betas is None else {"betas": tuple(p.betas)}
+        opts.append(torch.optim.Adam(p.parameters, lr=lr if p.lr is None else p.lr, weight_decay=weight_decay, **kwargs))
     history = History()
+    history.player_loss = {p.name: [] for p in players}
     best_state = None
     epochs_since_best = 0
+    step = 0  # mini-batches seen over all epochs
     start = time.perf_counter()
 
     bar = progress_bar(epochs, desc, progress)
-    n = train_t[0].shape[0]
     for epoch in bar:
         model.train()
-        running, seen = 0.0, 0
+        running = [0.0] * len(players)
+        seen = [0] * len(players)
         for batch in iterate_minibatches(train_t, batch_size, order_gen):
             if augment is not None:
                 batch = tuple(augment(batch, augment_gen))
-            loss = model.loss(_unpack(batch))
-            if loss.dim() != 0:
-                raise ValueError(f"model.loss must return a scalar, got shape {tuple(loss.shape)}")
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at epoch {epoch}; try a smaller lr or clip_grad_norm"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-            opt.step()
             b = batch[0].shape[0]
-            running += loss.item() * b
-            seen += b
-        history.train_loss.append(running / n)
+            for k, (player, opt) in enumerate(zip(players, opts)):
+                if step % player.every:
+                    continue
+                loss = player.loss(_unpack(batch))
+                if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+                    raise ValueError(f"the loss of {player.name!r} must be a scalar tensor, got {shape}")
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss of {player.name!r} became {loss.item()} at epoch {epoch}; "
+                        "try a smaller lr or clip_grad_norm"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward(inputs=player.parameters)
+                if clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(player.parameters, clip_grad_norm)
+                opt.step()
+                running[k] += loss.item() * b
+                seen[k] += b
+            step += 1
+        for k, player in enumerate(players):
+            history.player_loss[player.name].append(running[k] / seen[k] if seen[k] else math.nan)
+        history.train_loss.append(history.player_loss[players[0].name][-1])
         history.epochs_run = epoch + 1
-        postfix = {"train": f"{history.train_loss[-1]:.4g}"}
+        if len(players) == 1:
+            postfix = {"train": f"{history.train_loss[-1]:.4g}"}
+        else:
+            postfix = {p.name[:6]: f"{history.player_loss[p.name][-1]:.4g}" for p in players}
 
+        stop = False
         if val_t is not None:
             val = _mean_loss(model, val_t, max(batch_size, 1024), seed + 1)  # val_t was checked above
             history.val_loss.append(val)
@@ -228,12 +306,15 @@ def train(
             else:
                 epochs_since_best += 1
             if patience is not None and epochs_since_best >= patience:
-                history.stopped_early = True
-                bar.set_postfix(postfix, refresh=False)
-                break
+                history.stopped_early = stop = True
         else:
             history.best_epoch = epoch
+        if callback is not None:
+            with torch.no_grad():
+                callback(epoch, model, history)
         bar.set_postfix(postfix, refresh=False)
+        if stop:
+            break
     bar.close()
 
     if best_state is not None:

@@ -77,7 +77,33 @@ def test_toy_densities_have_their_shape():
     assert (r.unsqueeze(1) - nearest).abs().min(1).values.max() < 0.35
 
 
+@pytest.mark.parametrize("name", sorted(data.TOY_MODES))
+def test_toy_mixtures_match_their_modes(name):
+    """Samples of the Gaussian mixtures sit around the centers of toy_2d_modes: equal weights
+    (chi-square test of the counts by nearest center, p > 0.001), per-mode means within 4 standard
+    errors of the centers, and the per-coordinate spread equal to std within 5%."""
+    from scipy.stats import chisquare
+
+    centers, std = data.toy_2d_modes(name)
+    n = 20000
+    x = data.toy_2d(name, n, seed=3, dtype=torch.float64)
+    k = torch.cdist(x, centers).argmin(1)
+    counts = torch.bincount(k, minlength=len(centers))
+    assert chisquare(counts.numpy()).pvalue > 1e-3
+    for j in range(len(centers)):
+        xs = x[k == j]
+        assert ((xs.mean(0) - centers[j]).abs() < 4 * std / math.sqrt(len(xs))).all()
+    residual = x - centers[k]
+    assert abs(float(residual.std()) / std - 1) < 0.05
+    # the helper hands out copies: editing them cannot corrupt the data set
+    centers += 1
+    assert torch.equal(data.toy_2d(name, 5, seed=0), data.toy_2d(name, 5, seed=0))
+    assert not torch.equal(data.toy_2d_modes(name)[0], centers)
+
+
 def test_toy_bad_arguments():
+    with pytest.raises(ValueError, match="not a Gaussian mixture with known modes"):
+        data.toy_2d_modes("rings")
     with pytest.raises(ValueError, match="unknown toy density"):
         data.toy_2d("spiral", 10)
     with pytest.raises(ValueError, match="positive integer"):
