@@ -4,8 +4,8 @@ Modules
 -------
 device       choose CUDA, MPS or CPU (``GMLIB_DEVICE`` overrides)
 data         8x8 digits (fixed split, three views), 2-D toy densities, MNIST loader
-train        the one training loop: ``model.loss(batch)``, Adam, early stopping
-metrics      nats per image <-> bits per dimension
+train        the one training loop: ``model.loss(batch)`` or ``model.players()``, Adam, early stopping
+metrics      nats <-> bits/dim; sample quality: Fréchet distance of digit-classifier features, MMD, modes covered
 plot         image grids, 2-D densities, training curves
 nets         small network builders
 probability  Chapter 1: entropy, KL, Monte Carlo, the ELBO, gradient estimators
@@ -18,6 +18,8 @@ lds          Chapter 3: linear dynamical systems (Kalman filter, RTS smoother, E
 rbm          Chapter 4: restricted Boltzmann machines (CD-k, PCD, exact log Z, AIS)
 likelihoods  observation models p(x | decoder output): Bernoulli, categorical, discretized logistic, Gaussian
 vae          Chapter 5: variational autoencoders (ELBO, IWAE, KL warm-up, free bits, conditional VAE, completion)
+pretrained   trained weights the book ships (gmlib/weights), each made by a benchmark script
+gan          Chapter 6: generative adversarial networks (five objectives, gradient penalty, D*, recipes)
 bench        benchmark scripts that print speed figures (python -m gmlib.bench.<name>)
 grading      nbgrader integration for the labs
 """

@@ -440,7 +440,8 @@ def test_callback_sees_every_epoch():
         train(gan, x, epochs=1, progress=False, callback=3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_losses_and_penalty_on_cuda_match_cpu():
     x = toy_2d("eight_gaussians", 64, seed=0, dtype=torch.float64)
     cpu, gpu = _toy_gan().double(), _toy_gan().double().cuda()
