@@ -5,7 +5,7 @@ the scripts from rotting between the runs that produce the README's figures.
 """
 import pytest
 
-from gmlib.bench import latent, rbm, sequences, vae
+from gmlib.bench import gan, latent, rbm, sequences, vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,3 +49,27 @@ def test_vae_bench_runs_and_judges_the_targets(capsys):
 def test_vae_bench_refuses_unknown_recipe_fields():
     with pytest.raises(SystemExit):
         vae.main(["--set", "width=3"])
+
+
+def test_gan_bench_runs_and_prints_the_floor(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("GMLIB_CACHE", str(tmp_path))  # a fresh classifier cache: the bench must build its own
+    from gmlib import metrics
+
+    metrics.digit_classifier.cache_clear()
+    try:
+        status = gan.main(["--seeds", "1", "--epochs", "1", "--n", "50", "--device", "cpu"])
+    finally:
+        metrics.digit_classifier.cache_clear()
+    out = capsys.readouterr().out
+    assert status == 0
+    floor = float(out.split("floor: real training images vs test")[1].split()[0])
+    sample = float(out.split("DCGAN samples vs test (mean ± sd over seeds)")[1].split()[0])
+    assert 0 < floor < sample  # one epoch of a DCGAN is far from the real images
+    assert "training time" in out and "Chapter 5 VAE samples" in out
+
+
+def test_gan_bench_refuses_bad_settings():
+    with pytest.raises(SystemExit):
+        gan.main(["--preset", "huge"])
+    with pytest.raises(SystemExit):
+        gan.main(["--seeds", "0"])
