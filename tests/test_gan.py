@@ -218,13 +218,13 @@ def test_gradient_penalty_of_linear_critics():
         w = torch.randn(4, dtype=torch.float64)
         w = slope * w / w.norm()
         critic = lambda x, w=w: x @ w + 0.7  # noqa: E731
-        gp = float(gradient_penalty(critic, real, fake))
+        gp = float(gradient_penalty(critic, real, fake).detach())
         assert gp == pytest.approx((slope - 1.0) ** 2, abs=1e-14)
     # a 1-Lipschitz linear critic of unit slope has no penalty, whatever the batch
     lin = nn.Linear(4, 1, dtype=torch.float64)
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[0.6, 0.0, -0.8, 0.0]]))
-    assert float(gradient_penalty(lin, real, fake)) == pytest.approx(0.0, abs=1e-14)
+    assert float(gradient_penalty(lin, real, fake).detach()) == pytest.approx(0.0, abs=1e-14)
 
 
 def test_gradient_penalty_is_differentiable_in_the_critic_parameters():
@@ -240,9 +240,9 @@ def test_gradient_penalty_is_differentiable_in_the_critic_parameters():
     for idx in [(0, 0), (3, 1), (7, 2)]:
         with torch.no_grad():
             w[idx] += h
-            up = float(gradient_penalty(critic, real, fake, eps=eps))
+            up = float(gradient_penalty(critic, real, fake, eps=eps).detach())
             w[idx] -= 2 * h
-            down = float(gradient_penalty(critic, real, fake, eps=eps))
+            down = float(gradient_penalty(critic, real, fake, eps=eps).detach())
             w[idx] += h
         assert float(grad[idx]) == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
 
@@ -369,6 +369,12 @@ def test_sample_and_dcgan_networks():
     assert gan.critic(s).shape == (5,)
     # the discriminator scores each image alone (no batch statistics), as the gradient penalty needs
     assert torch.allclose(gan.critic(s)[:2], gan.critic(s[:2]), atol=1e-6)
+    # sampling uses the batch-norm running statistics and leaves them (and the mode) alone
+    bn = gan.generator.fc[1]
+    gan.train()
+    before = bn.running_mean.clone()
+    assert torch.allclose(gan.sample(3, torch.Generator().manual_seed(0)), s[:3], atol=1e-6)
+    assert torch.equal(bn.running_mean, before) and gan.generator.training
 
 
 def test_bad_input_raises_clear_errors():
