@@ -521,7 +521,8 @@ def _read_cache(path: Path, recipe: DigitClassifierRecipe) -> tuple[DigitClassif
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(blob, dict) or blob.get("key") != _recipe_key(recipe):
             return None
-        model = _new_classifier(recipe)
+        with _KeepRNG():  # building the layers draws initial weights: keep the caller's RNG as it was
+            model = _new_classifier(recipe)
         model.load_state_dict(blob["state_dict"])  # strict: every tensor of the right shape
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             return None

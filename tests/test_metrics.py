@@ -327,7 +327,11 @@ def test_disk_cache_round_trip_gives_identical_logits(trained):
     path = cache_file(trained.cache)
     assert not list(trained.cache.glob("*.part"))  # the atomic write left no temporary file
     metrics.digit_classifier.cache_clear()
+    state = torch.get_rng_state()
     loaded = metrics.digit_classifier()
+    # loading builds the layers (which draws initial weights) and must still leave the caller's RNG alone,
+    # or a training run that first measures its samples mid-way would depend on whether the cache existed
+    assert torch.equal(state, torch.get_rng_state())
     assert loaded is not trained.model
     assert loaded.info["source"] == "disk cache"
     assert loaded.info["test_accuracy"] == trained.model.info["test_accuracy"]
