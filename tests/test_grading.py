@@ -304,8 +304,12 @@ def test_demo_refuses_roots_it_did_not_make(tmp_path):
 # ----------------------------------------------------------------------------
 
 
-def _run_exercise(source_nb, exercise: str, solutions: dict[str, str]) -> dict[str, str | None]:
-    """Run the setup, every solution cell and ``exercise``'s test cells; {grade_id: error or None}."""
+def _run_exercise(source_nb, exercise: str, solutions: dict[str, str], *,
+                  stop_at_failure: bool = False) -> dict[str, str | None]:
+    """Run the setup, every solution cell and ``exercise``'s test cells; {grade_id: error or None}.
+
+    ``stop_at_failure``: stop after the first failing test cell (enough to know that points are
+    lost; spares the later cells, e.g. a second training run)."""
     namespace: dict = {"__name__": "__lab__"}
     results = {}
     sink = io.StringIO()
@@ -325,6 +329,8 @@ def _run_exercise(source_nb, exercise: str, solutions: dict[str, str]) -> dict[s
                 if not is_test:
                     raise
                 results[grade_id] = f"{type(err).__name__}: {err}"
+                if stop_at_failure:
+                    break
             else:
                 if is_test:
                     results[grade_id] = None
@@ -364,7 +370,7 @@ def test_each_plausible_mistake_loses_points(lab, name, grade_id, edits):
     for old, new in edits:
         assert old in code, f"mutant {name!r}: {old!r} is not in {grade_id}; update MUTANTS"
         code = code.replace(old, new)
-    results = _run_exercise(nb, grading.exercise_of(grade_id), {grade_id: code})
+    results = _run_exercise(nb, grading.exercise_of(grade_id), {grade_id: code}, stop_at_failure=True)
     assert _points_lost(nb, results) > 0, f"{name}: every test cell passed"
 
 
