@@ -31,7 +31,7 @@ export MPLBACKEND := Agg
 # Labs and pages run on the CPU in tests unless you override it.
 export GMLIB_DEVICE ?= cpu
 
-.PHONY: help install book book-check test test-lib test-grading test-labs grade lab bench lock clean
+.PHONY: help install book book-check test test-code test-pages test-lib test-grading test-labs grade lab bench integrity lock clean
 
 help:
 	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -64,9 +64,16 @@ book-check:
 	  grep -q '<img' $$page || { echo "book-check: $$page has no figures (were the plots drawn?)"; exit 1; }; done; \
 	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter"
 
+# Two streams side by side, one per core: the tests of gmlib and of the grading, and the
+# labs and the book. Each stream's output is printed when it ends (--output-sync).
 test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse test-code test-pages
+
+test-code: $(STAMP)
 	$(MAKE) --no-print-directory test-lib
 	$(MAKE) --no-print-directory test-grading
+
+test-pages: $(STAMP)
 	$(MAKE) --no-print-directory test-labs
 	$(MAKE) --no-print-directory book
 
@@ -84,6 +91,12 @@ test-labs: $(STAMP)
 
 grade: $(STAMP)
 	$(BIN)/python -m gmlib.grading demo
+
+# The autograder's integrity figures: every mutant of every lab autograded by nbgrader, and the
+# hostile submissions (INTEGRITY_ARGS, e.g. "--per-exercise 1" for a quicker run)
+INTEGRITY_ARGS ?=
+integrity: $(STAMP)
+	$(BIN)/python -m gmlib.integrity figures $(INTEGRITY_ARGS)
 
 # Every gmlib/bench/<name>.py, each printing its figures; BENCH_ARGS go to each, e.g. "--device cuda"
 BENCH_ARGS ?=

@@ -18,17 +18,22 @@ the course root is the directory that holds it.
 """
 import os
 
-from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
     Execute,
+    GetGrades,
     IgnorePattern,
     LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
     SaveAutoGrades,
 )
 
-from gmlib.grading import StderrToStdout
+from gmlib.grading import HideHiddenTests, RestoreCells, StderrToStdout
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -51,10 +56,28 @@ else:
     c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, GRADING, "gradebook.db")
 
 # Execution: each lab runs in well under a minute; a cell gets two minutes at most
-# (nbgrader's Execute defaults to 30 s), a kernel one minute to start.
-c.ExecutePreprocessor.timeout = 120
-c.Execute.timeout = 120
+# (nbgrader's Execute defaults to 30 s), a kernel one minute to start. The environment may
+# lower them (the hostile-submission checks of gmlib.integrity do, so that an infinite loop
+# costs seconds).
+CELL_TIMEOUT = int(os.environ.get("GMLIB_GRADING_CELL_TIMEOUT", "120"))
+c.ExecutePreprocessor.timeout = CELL_TIMEOUT
+c.Execute.timeout = CELL_TIMEOUT
 c.Execute.startup_timeout = 60
+
+# Sanitising (before execution): RestoreCells rebuilds each submission around the lab's own
+# read-only and test cells (deleted, moved, duplicated, renamed or stripped test cells are put
+# back, once, in the lab's order; the student's own cells are kept without nbgrader metadata),
+# then nbgrader's defaults: they clear outputs, restore the locked cells' sources from the
+# gradebook by checksum, and check the metadata.
+c.Autograde.sanitize_preprocessors = [
+    RestoreCells,
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    OverwriteCells,
+    CheckCellMetadata,
+]
+c.RestoreCells.release_directory = os.path.join(ROOT, "notebooks")
 
 # Autograding: nbgrader's default preprocessors, in nbgrader's order, plus StderrToStdout
 # between Execute and SaveAutoGrades. nbgrader gives 0 points to a test cell with ANY stderr
@@ -71,6 +94,6 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
-# sanitize_preprocessors (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells,
-# CheckCellMetadata) and generate_assignment's checksums stay nbgrader's defaults: they restore
-# the locked and test cells of every submission before it is executed.
+
+# Feedback: the hidden tests' source (and the tracebacks that would quote it) stays out.
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]

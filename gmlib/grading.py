@@ -13,6 +13,9 @@ Command line (``python -m gmlib.grading ...``)::
     labs                          list the discovered labs
     release [LAB ...]             regenerate notebooks/LAB/LAB.ipynb from the source (default: all labs)
     check-release [LAB ...]       fail, naming the lab, when a committed release is stale
+    autograde LAB [--root DIR] [--restart]
+                                  autograde every submission of LAB in a course (default: this
+                                  repository); an interrupted run is finished by running it again
     demo [--root DIR] [--submissions DIR]
                                   end-to-end demo in a fresh scratch course (default _grading/demo):
                                   generate every lab, autograde tests/submissions/<lab>/<student>/<lab>.ipynb,
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import re
@@ -47,6 +51,8 @@ from traitlets import Unicode
 __all__ = [
     "REPO_ROOT",
     "StderrToStdout",
+    "RestoreCells",
+    "HideHiddenTests",
     "GradingError",
     "Course",
     "SubmissionResult",
@@ -62,6 +68,7 @@ __all__ = [
     "find_submissions",
     "read_scores",
     "exercise_of",
+    "autograde_course",
     "demo",
     "main",
 ]
@@ -73,6 +80,7 @@ GRADING_DIR = "_grading"
 COURSE_ID = "dgm"
 CONFIG_FILE = "nbgrader_config.py"
 LAB_PATTERN = re.compile(r"^lab\d{2}$")
+GRADED_MARKER = ".gmlib-autograded.json"  # beside an autograded notebook: what was graded
 SCRATCH_MARKER = ".gmlib-scratch-course"  # marks a directory `demo` may wipe and rebuild
 
 #: cell metadata that records how and when a notebook was last edited or run, not what it is
@@ -110,6 +118,124 @@ class StderrToStdout(NbGraderPreprocessor):
                     text = output.get("text", "")
                     output["text"] = f"{self.marker}\n{text}" if self.marker else text
         return cell, resources
+
+
+class RestoreCells(NbGraderPreprocessor):
+    """Rebuild a submission around the course's own cells before nbgrader sanitises it.
+
+    nbgrader alone restores the *source* of a locked cell it finds by ``grade_id``, but a test
+    cell that was deleted, renamed (``grade_id`` changed), stripped of its metadata or moved
+    is simply not run, and a duplicated one is run twice. This preprocessor (first of
+    ``Autograde.sanitize_preprocessors``) makes the cells of the source notebook authoritative:
+
+    - every read-only and test cell of the lab appears once, in the lab's order, with the
+      source stored in the gradebook (hidden tests included) and the release's nbgrader
+      metadata, whether the student kept, edited, moved, duplicated or deleted it;
+    - each solution cell keeps the student's source (the first cell carrying its ``grade_id``);
+      a deleted solution cell is not brought back (the student's code may live elsewhere);
+    - every other cell of the submission (the student's own cells, renamed or stripped cells,
+      duplicates) is kept as a plain cell without nbgrader metadata, right after the course
+      cell it followed in the submission, so nothing the student wrote is lost and nothing
+      the student wrote can claim points;
+    - the notebook metadata ``gmlib`` (the lab's grading settings, e.g. the reference
+      functions it forbids) is taken from the release.
+
+    The lab's order and metadata come from the release notebook ``release_directory/LAB/NB.ipynb``
+    (set in ``nbgrader_config.py``); the sources from the gradebook.
+    """
+
+    release_directory = Unicode("", help="Directory holding LAB/NOTEBOOK.ipynb release notebooks").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+
+        info = resources["nbgrader"]
+        lab, notebook_id = info["assignment"], info["notebook"]
+        release_file = Path(self.release_directory) / lab / f"{notebook_id}.ipynb"
+        if not release_file.is_file():
+            raise GradingError(f"RestoreCells: no release notebook {release_file}")
+        release = nbformat.read(str(release_file), as_version=4)
+        with Gradebook(info["db_url"]) as gb:
+            stored = gb.find_notebook(notebook_id, lab)
+            sources = {c.name: c.source for c in stored.source_cells}
+        course = [c for c in release.cells if isinstance(_nbgrader(c).get("grade_id"), str)]
+        course_ids = {_nbgrader(c)["grade_id"] for c in course}
+
+        anchors: dict[str, nbformat.NotebookNode] = {}
+        extras: dict[str | None, list] = {None: []}
+        current = None
+        for cell in nb.cells:
+            grade_id = _nbgrader(cell).get("grade_id")
+            if isinstance(grade_id, str) and grade_id in course_ids and grade_id not in anchors:
+                anchors[grade_id] = cell
+                current = grade_id
+                continue
+            if "nbgrader" in cell.get("metadata", {}):
+                del cell.metadata["nbgrader"]
+            extras.setdefault(current, []).append(cell)
+
+        cells = list(extras[None])
+        restored = []
+        for course_cell in course:
+            meta = _nbgrader(course_cell)
+            grade_id = meta["grade_id"]
+            mine = anchors.get(grade_id)
+            if meta.get("solution"):
+                if mine is not None:
+                    new = copy.deepcopy(course_cell)
+                    new.source = mine.source
+                    cells.append(new)
+            else:
+                new = copy.deepcopy(course_cell)
+                new.source = sources.get(grade_id, course_cell.source)
+                if mine is None or mine.source != new.source or mine.cell_type != new.cell_type:
+                    restored.append(grade_id)
+                cells.append(new)
+            cells.extend(extras.get(grade_id, []))
+        if restored:
+            self.log.warning("RestoreCells: restored course cells %s", ", ".join(restored))
+        ids = set()
+        for i, cell in enumerate(cells):  # unique cell ids (nbformat 4.5)
+            if cell.get("id") in ids or not cell.get("id"):
+                cell["id"] = f"gmlib-restored-{i}"
+            ids.add(cell["id"])
+        nb.cells = cells
+        # the lab's grading settings come from the release, whatever the submission says
+        nb.metadata.pop("gmlib", None)
+        if "gmlib" in release.metadata:
+            nb.metadata["gmlib"] = copy.deepcopy(release.metadata["gmlib"])
+        resources.setdefault("gmlib", {})["restored_cells"] = restored
+        return nb, resources
+
+
+_HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.M | re.S)
+HIDDEN_PLACEHOLDER = "# (hidden tests: their source is not shown in the feedback)\n"
+
+
+class HideHiddenTests(NbGraderPreprocessor):
+    """For ``generate_feedback``: keep the source of hidden tests out of the feedback.
+
+    The autograded notebook holds the hidden tests (nbgrader restores them to run them), and a
+    failing one leaves a traceback that quotes its lines. In every test cell with a hidden
+    block, the block is replaced by one comment line, and each error output is cut down to
+    its last line (``AssertionError: message``): the message the test chose to show, without
+    the code around it.
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type == "code" and "BEGIN HIDDEN TESTS" in cell.source:
+            cell.source = _HIDDEN_BLOCK.sub(HIDDEN_PLACEHOLDER, cell.source)
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    evalue = str(output.get("evalue", ""))
+                    last = f"{output.get('ename', 'Error')}: {evalue}" if evalue else str(output.get("ename", "Error"))
+                    output["traceback"] = [last, "(traceback not shown: it would quote the hidden tests)"]
+        return cell, resources
+
+
+def _nbgrader(cell) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
 
 
 # ----------------------------------------------------------------------------
@@ -157,6 +283,8 @@ def normalise_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         kept["kernelspec"] = meta["kernelspec"]
     if "language_info" in meta and "name" in meta["language_info"]:
         kept["language_info"] = {"name": meta["language_info"]["name"]}
+    if "gmlib" in meta:  # the lab's grading settings (forbidden reference functions)
+        kept["gmlib"] = meta["gmlib"]
     nb["metadata"] = nbformat.from_dict(kept)
     for cell in nb.cells:
         for key in VOLATILE_CELL_METADATA:
@@ -218,6 +346,7 @@ class Course:
     def __init__(self, root: str | os.PathLike, db_url: str | None = None):
         self.root = Path(root).resolve()
         self._db_url = db_url
+        self.env: dict[str, str] = {}  # extra environment of the nbgrader runs (e.g. GMLIB_GRADING_CELL_TIMEOUT)
 
     @classmethod
     def create(
@@ -265,6 +394,7 @@ class Course:
         env.pop("GMLIB_GRADEBOOK_URL", None)  # scratch courses keep their own gradebook
         # nbgrader's Gradebook runs the `alembic` executable found on PATH: make it this environment's.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.update(self.env)
         proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True)
         if check and proc.returncode != 0:
             raise GradingError(
@@ -287,6 +417,11 @@ class Course:
         shutil.copyfile(notebook, dest)
         return dest
 
+    def submit_notebook(self, lab: str, student: str, nb: nbformat.NotebookNode) -> Path:
+        dest = self.path("submitted", student, lab)
+        _write_notebook(nb, dest)
+        return dest
+
     def autograde(self, lab: str, exclude: Iterable[str] = ()) -> subprocess.CompletedProcess:
         """One ``nbgrader autograde LAB --force`` call over every submission not in ``exclude``.
 
@@ -301,17 +436,47 @@ class Course:
             args.append("--CourseDirectory.student_id_exclude=" + ",".join(exclude))
         return self.nbgrader(*args, check=False)
 
-    def autograde_batch(self, lab: str, students: Iterable[str]) -> dict[str, str]:
+    def _fingerprint(self, lab: str, student: str) -> str:
+        """What a grade depends on: the submitted notebook and the lab's source, hashed."""
+        digest = hashlib.sha256()
+        for path in (self.path("submitted", student, lab), self.root / SOURCE_DIR / lab / f"{lab}.ipynb"):
+            digest.update(path.read_bytes() if path.is_file() else b"-")
+        return digest.hexdigest()
+
+    def is_graded(self, lab: str, student: str) -> bool:
+        """True when the current submission of ``student`` was autograded to the end (see :meth:`autograde_batch`)."""
+        marker = self.path("autograded", student, lab).parent / GRADED_MARKER
+        try:
+            return json.loads(marker.read_text()).get("fingerprint") == self._fingerprint(lab, student)
+        except (OSError, ValueError):
+            return False
+
+    def _mark_graded(self, lab: str, student: str) -> None:
+        marker = self.path("autograded", student, lab).parent / GRADED_MARKER
+        tmp = marker.with_suffix(".part")
+        tmp.write_text(json.dumps({"fingerprint": self._fingerprint(lab, student)}) + "\n")
+        os.replace(tmp, marker)
+
+    def autograde_batch(self, lab: str, students: Iterable[str], resume: bool = False) -> dict[str, str]:
         """Autograde the submitted ``students`` of ``lab``; return ``{student: reason}`` for failures.
 
         Usually one nbgrader call. When nbgrader stops before the end of the batch, the
         submission it stopped at is marked failed with nbgrader's last error message and the
         rest are graded in a further call, so one bad submission never costs the others.
+
+        Each submission graded to the end gets a marker (a hash of the submitted notebook and
+        of the lab's source) beside its autograded notebook. With ``resume``, submissions whose
+        marker matches are skipped: a batch killed half-way is finished by running it again,
+        and running a finished batch again changes nothing. nbgrader commits each submission's
+        grades in one gradebook transaction after executing it, so a kill never leaves a
+        half-written grade, and the grades recorded before the kill stay.
         """
         submitted_dir = self.root / GRADING_DIR / "submitted"
         everyone = {p.name for p in submitted_dir.iterdir() if p.is_dir()} if submitted_dir.is_dir() else set()
         # nbgrader's order: sorted submission directories
         remaining = sorted(students, key=lambda s: str(self.path("submitted", s, lab).parent))
+        if resume:
+            remaining = [s for s in remaining if not self.is_graded(lab, s)]
         errors: dict[str, str] = {}
         while remaining:
             for s in remaining:  # a notebook left from an earlier run must not pass for a result
@@ -319,6 +484,8 @@ class Course:
             proc = self.autograde(lab, exclude=everyone - set(remaining))
             log = proc.stdout + proc.stderr
             done = [s for s in remaining if self.path("autograded", s, lab).is_file()]
+            for s in done:
+                self._mark_graded(lab, s)
             for s in remaining:
                 if s not in done:
                     reason = _failure_reason(log, self.path("submitted", s, lab).parent)
@@ -627,6 +794,51 @@ def format_table(results: Sequence[SubmissionResult]) -> str:
 
 
 # ----------------------------------------------------------------------------
+# Autograding a course
+# ----------------------------------------------------------------------------
+
+
+def autograde_course(course: Course, lab: str, resume: bool = True, out=print) -> list[SubmissionResult]:
+    """Autograde every ``_grading/submitted/<student>/LAB/LAB.ipynb`` of ``course``.
+
+    A submission that is not a gradable notebook is reported (and scores 0), the others are
+    graded regardless. With ``resume`` (the default) submissions graded before are skipped
+    (:meth:`Course.autograde_batch`), so an interrupted run is finished by running it again.
+    """
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(course.db_url, COURSE_ID) as gb:
+        try:
+            gb.find_assignment(lab)
+        except MissingEntry:
+            raise GradingError(
+                f"the gradebook {course.db_url} has no assignment {lab}: run `nbgrader generate_assignment {lab}` "
+                f"in {course.root} first"
+            ) from None
+    submitted = course.root / GRADING_DIR / "submitted"
+    students = sorted(p.name for p in submitted.iterdir() if (p / lab / f"{lab}.ipynb").exists()) if submitted.is_dir() else []
+    errors = {}
+    for student in students:
+        reason = validate_submission(course.path("submitted", student, lab))
+        if reason:
+            errors[student] = reason
+    todo = [s for s in students if s not in errors]
+    skipped = [s for s in todo if resume and course.is_graded(lab, s)]
+    out(f"{lab}: {len(todo) - len(skipped)} submission(s) to autograde, {len(skipped)} already graded, {len(errors)} refused")
+    errors.update(course.autograde_batch(lab, todo, resume=resume))
+    if errors:
+        course.add_students(errors)
+    scores = read_scores(course.db_url)
+    results = []
+    for student in students:
+        if student in errors:
+            results.append(SubmissionResult(lab, student, error=errors[student]))
+        else:
+            results.append(scores[(lab, student)])
+    return results
+
+
+# ----------------------------------------------------------------------------
 # The demo
 # ----------------------------------------------------------------------------
 
@@ -716,6 +928,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("labs", nargs="*", help="labs to release (default: all)")
     p = sub.add_parser("check-release", help="fail when a committed release is stale")
     p.add_argument("labs", nargs="*", help="labs to check (default: all)")
+    p = sub.add_parser("autograde", help="autograde every submission of LAB in a course; resumable, idempotent")
+    p.add_argument("lab")
+    p.add_argument("--root", default=None, help="course directory (default: this repository)")
+    p.add_argument("--restart", action="store_true", help="regrade submissions already graded")
     p = sub.add_parser("demo", help="generate, autograde the example submissions, export a CSV")
     p.add_argument("--root", default=None, help="scratch course directory (default: _grading/demo)")
     p.add_argument("--submissions", default=None, help="SUBMISSIONS/<lab>/<student>/<lab>.ipynb (default: tests/submissions)")
@@ -739,6 +955,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if problems:
                 return 1
             print(f"releases up to date: {', '.join(labs)}")
+        elif args.command == "autograde":
+            root = Path(args.root) if args.root else repo
+            url = os.environ.get("GMLIB_GRADEBOOK_URL") if root.resolve() == repo.resolve() else None
+            results = autograde_course(Course(root, db_url=url), args.lab, resume=not args.restart)
+            print(format_table(results))
+            if any(r.error for r in results):
+                return 1
         elif args.command == "demo":
             demo(args.root, args.submissions, args.labs, repo)
     except GradingError as err:

@@ -241,7 +241,39 @@ def test_config_keeps_nbgrader_defaults_in_order(tmp_path, monkeypatch):
     defaults = Autograde.class_traits()["autograde_preprocessors"].default()
     assert [p for p in configured if p is not StderrToStdout] == list(defaults)
     assert configured.index(Execute) < configured.index(StderrToStdout) < configured.index(SaveAutoGrades)
-    assert "sanitize_preprocessors" not in cfg.Autograde  # nbgrader's sanitising stays as it is
+    # sanitising: RestoreCells first, then nbgrader's own sanitising, unchanged and in order
+    sanitize = list(cfg.Autograde.sanitize_preprocessors)
+    assert sanitize[0] is grading.RestoreCells
+    assert sanitize[1:] == list(Autograde.class_traits()["sanitize_preprocessors"].default())
+    assert cfg.RestoreCells.release_directory == str(tmp_path / "notebooks")
+    from nbgrader.converters import GenerateFeedback
+
+    feedback = list(cfg.GenerateFeedback.preprocessors)
+    assert grading.HideHiddenTests in feedback
+    assert [p for p in feedback if p is not grading.HideHiddenTests] == list(GenerateFeedback.class_traits()["preprocessors"].default())
+
+
+def test_hide_hidden_tests_removes_their_source_and_tracebacks():
+    nb = _read(grading.source_path(LABS[0]))
+    hidden = [c for c in _grade_cells(nb) if "BEGIN HIDDEN TESTS" in c.source]
+    visible = [c for c in _grade_cells(nb) if "BEGIN HIDDEN TESTS" not in c.source]
+    assert hidden and visible
+    secret = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", hidden[0].source, re.S).group(1)
+    public = "\n".join(c.source for c in nb.cells).replace(secret, "")
+    quoted = [line for line in secret.splitlines() if line.strip() and line.strip() not in public]
+    hidden[0].outputs = [nbformat.from_dict({
+        "output_type": "error", "ename": "AssertionError", "evalue": "the entropy of a uniform vector is log K",
+        "traceback": ["Traceback (most recent call last):", *quoted, "AssertionError: the entropy of a uniform vector is log K"],
+    })]
+    visible_source = visible[0].source
+    out, _ = grading.HideHiddenTests().preprocess(nb, {})
+    text = json.dumps(out)
+    for line in quoted:
+        if len(line.strip()) > 25:
+            assert json.dumps(line.strip())[1:-1] not in text, line
+    assert grading.HIDDEN_PLACEHOLDER.strip() in hidden[0].source
+    assert hidden[0].outputs[0].traceback[0] == "AssertionError: the entropy of a uniform vector is log K"
+    assert visible[0].source == visible_source  # visible tests stay as they are
 
 
 def test_normalise_and_compare_notebooks():

@@ -62,3 +62,35 @@ MUTANTS = [
     ("elbo with q's log density taken at the prior", "ex5_solution", [
         ("gaussian_log_prob(z, q_mean, q_log_var)", "gaussian_log_prob(z, torch.zeros_like(q_mean), torch.zeros_like(q_log_var))")]),
 ]
+
+# Solutions that call the reference implementations the lab forbids ("Do not call gmlib.probability"),
+# through a module attribute, a default argument and a name imported before: a hostile case of
+# gmlib.integrity; they must earn nothing.
+REFERENCE_CALLS = {
+    "ex1_solution": (
+        "import gmlib.probability as _gp\n\n"
+        "def categorical_entropy(probs):\n"
+        "    return _gp.categorical_entropy(probs)\n"
+    ),
+    "ex2_solution": (
+        "from gmlib.probability import gaussian_kl as _kl\n\n"
+        "def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p, _ref=_kl):\n"
+        "    return _ref(mean_q, log_var_q, mean_p, log_var_p)\n"
+    ),
+    "ex3_solution": (
+        "import functools\n"
+        "import gmlib.probability as _gp\n\n"
+        "gaussian_log_prob = functools.partial(_gp.gaussian_log_prob)\n\n"
+        "def mc_kl(mean_q, log_var_q, mean_p, log_var_p, n):\n"
+        "    return _gp.mc_kl_gaussian(mean_q, log_var_q, mean_p, log_var_p, n)\n"
+    ),
+    "ex4_solution": (
+        "import gmlib.probability as _gp\n\n"
+        "def reparameterize(mean, log_var, n):\n"
+        "    return _gp.reparameterize(mean, log_var, n)\n"
+    ),
+    "ex5_solution": (
+        "def elbo_mc(model, x, q_mean, q_log_var, n):\n"
+        "    return model.elbo_mc(x, q_mean, q_log_var, n)\n"
+    ),
+}

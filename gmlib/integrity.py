@@ -1,0 +1,917 @@
+r"""How far the autograder can be trusted, measured: mutation testing and hostile submissions.
+
+Command line (``python -m gmlib.integrity ...``)::
+
+    mutants [--labs LAB ...] [--per-exercise N] [--jobs J] [--root DIR]
+        autograde, with nbgrader, one submission per plausible mistake (tests/mutants/<lab>.py):
+        the solution with that one mistake. A mutant is *caught* when its exercise loses points
+        and *isolated* when every other exercise keeps the solution's score. Prints the mutation
+        score per lab; exit status 1 unless every mutant is caught and isolated.
+    hostile [--labs LAB ...] [--root DIR]
+        autograde, in one batch per lab, honest submissions and hostile ones (edited or deleted
+        test cells, infinite loops, crashes, memory bombs, monkeypatching, snooping, network,
+        writing outside, broken files). Exit status 1 if an honest score changes or a hostile
+        submission gains a point.
+    figures [--per-exercise N] [--hostile-labs LAB ...] [--jobs J] [--json FILE]
+        both, and the figures of the README: mutants caught / mutants per lab, hostile cases
+        tried / cases that gained points, seconds per submission per lab.
+
+Every run uses scratch courses (default under ``_grading/integrity``), never the real gradebook.
+The mutants live beside the tests (``tests/mutants/<lab>.py``): each is
+``(name, solution cell grade_id, [(text in the solution, replacement), ...])``; a lab's file may
+also define ``REFERENCE_CALLS = {solution grade_id: code}``, solutions that call the gmlib
+reference the exercise forbids (a hostile case).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import http.server
+import json
+import os
+import re
+import runpy
+import shutil
+import socketserver
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import nbformat
+from nbformat.v4 import new_code_cell
+
+from gmlib import grading
+from gmlib.grading import (
+    REPO_ROOT,
+    Course,
+    GradingError,
+    SubmissionResult,
+    discover_labs,
+    exercise_of,
+    fill_solutions,
+    read_scores,
+    release_path,
+    source_path,
+    validate_submission,
+)
+
+__all__ = [
+    "Mutant",
+    "MutantResult",
+    "LabMutationReport",
+    "load_mutants",
+    "select_mutants",
+    "mutant_notebook",
+    "run_mutants",
+    "mutation_testing",
+    "HostileCase",
+    "HostileOutcome",
+    "LabHostileReport",
+    "hostile_cases",
+    "run_hostile",
+    "figures",
+    "main",
+]
+
+MUTANTS_DIR = REPO_ROOT / "tests" / "mutants"
+DEFAULT_ROOT = REPO_ROOT / grading.GRADING_DIR / "integrity"
+
+# Limits of the hostile batches (nbgrader_config.py reads them from the environment): small, so
+# that an infinite loop costs seconds, generous for the honest cells of a lab.
+HOSTILE_LIMITS = {
+    "GMLIB_GRADING_CELL_TIMEOUT": "20",
+    "GMLIB_GRADING_NOTEBOOK_TIMEOUT": "90",
+    "GMLIB_SANDBOX_MEMORY_MB": "3072",
+    "GMLIB_SANDBOX_CPU_SECONDS": "300",
+}
+
+
+def _nbg(cell) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def _read(path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def _slug(text: str, width: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:width].strip("-")
+
+
+# ----------------------------------------------------------------------------
+# Mutation testing
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One plausible mistake: ``edits`` applied to the source of solution cell ``grade_id``."""
+
+    lab: str
+    index: int
+    name: str
+    grade_id: str
+    edits: tuple
+
+    @property
+    def exercise(self) -> str:
+        return exercise_of(self.grade_id)
+
+    @property
+    def student(self) -> str:
+        return f"mutant-{self.index:03d}-{_slug(self.name)}"
+
+
+def _lab_fixtures(lab: str, mutants_dir: Path = MUTANTS_DIR) -> dict:
+    path = Path(mutants_dir) / f"{lab}.py"
+    if not path.is_file():
+        raise GradingError(f"{lab}: no plausible mistakes listed in {path}")
+    return runpy.run_path(str(path))
+
+
+def load_mutants(lab: str, mutants_dir: Path = MUTANTS_DIR) -> list[Mutant]:
+    """The mutants of ``lab`` from ``mutants_dir/<lab>.py``, in file order."""
+    entries = _lab_fixtures(lab, mutants_dir)["MUTANTS"]
+    return [Mutant(lab, i, name, grade_id, tuple(tuple(e) for e in edits)) for i, (name, grade_id, edits) in enumerate(entries)]
+
+
+def select_mutants(mutants: Sequence[Mutant], per_exercise: int | None = None) -> list[Mutant]:
+    """All mutants, or the first ``per_exercise`` of each exercise (file order)."""
+    if per_exercise is None:
+        return list(mutants)
+    seen: dict[str, int] = {}
+    chosen = []
+    for m in mutants:
+        if seen.get(m.exercise, 0) < per_exercise:
+            chosen.append(m)
+            seen[m.exercise] = seen.get(m.exercise, 0) + 1
+    return chosen
+
+
+def apply_edits(code: str, edits: Iterable[tuple[str, str]], what: str = "mutant") -> str:
+    for old, new in edits:
+        if old not in code:
+            raise GradingError(f"{what}: {old!r} is not in the solution cell; update the fixture")
+        code = code.replace(old, new)
+    return code
+
+
+def solution_notebook(lab: str, repo: Path = REPO_ROOT) -> nbformat.NotebookNode:
+    """The release with the source's solutions typed in: what a perfect student submits."""
+    return fill_solutions(_read(release_path(lab, repo)), _read(source_path(lab, repo)))
+
+
+def mutant_notebook(mutant: Mutant, repo: Path = REPO_ROOT) -> nbformat.NotebookNode:
+    """The perfect submission with this one mistake."""
+    return _mutated_notebook(mutant.lab, [mutant], repo)
+
+
+def _mutated_notebook(lab: str, mutants: Sequence[Mutant], repo: Path = REPO_ROOT) -> nbformat.NotebookNode:
+    source = _read(source_path(lab, repo))
+    cells = {_nbg(c).get("grade_id"): c for c in source.cells}
+    for m in mutants:
+        if m.grade_id not in cells or not _nbg(cells[m.grade_id]).get("solution"):
+            raise GradingError(f"mutant {m.name!r}: {m.grade_id} is not a solution cell of {lab}")
+        cells[m.grade_id].source = apply_edits(cells[m.grade_id].source, m.edits, f"mutant {m.name!r}")
+    return fill_solutions(_read(release_path(lab, repo)), source)
+
+
+@dataclass
+class MutantResult:
+    mutant: Mutant
+    exercises: dict[str, tuple[float, float]] = field(default_factory=dict)
+    caught: bool = False
+    isolated: bool = False
+    changed: list[str] = field(default_factory=list)  # other exercises whose score changed
+    error: str | None = None
+
+
+@dataclass
+class LabMutationReport:
+    lab: str
+    reference: dict[str, tuple[float, float]]
+    results: list[MutantResult]
+    seconds: float
+    submissions: int
+
+    @property
+    def caught(self) -> int:
+        return sum(r.caught and r.isolated for r in self.results)
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+    @property
+    def seconds_per_submission(self) -> float:
+        return self.seconds / max(self.submissions, 1)
+
+    def failures(self) -> list[str]:
+        out = []
+        for r in self.results:
+            if r.error:
+                out.append(f"{self.lab} {r.mutant.name!r}: not graded: {r.error}")
+            elif not r.caught:
+                out.append(f"{self.lab} {r.mutant.name!r} ({r.mutant.exercise}): every test of its exercise passed")
+            elif not r.isolated:
+                out.append(f"{self.lab} {r.mutant.name!r} ({r.mutant.exercise}): changed the score of {', '.join(r.changed)}")
+        return out
+
+
+def run_mutants(lab: str, root: Path, mutants: Sequence[Mutant], repo: Path = REPO_ROOT, out=print) -> LabMutationReport:
+    """Autograde the solution and one submission per mutant of ``lab`` in one nbgrader batch."""
+    root = grading._fresh_root(Path(root), repo)
+    course = Course.create(root, [lab], repo)
+    course.generate(lab)
+    course.submit_notebook(lab, "reference", solution_notebook(lab, repo))
+    for m in mutants:
+        course.submit_notebook(lab, m.student, mutant_notebook(m, repo))
+    students = ["reference"] + [m.student for m in mutants]
+    out(f"{lab}: autograding the solution and {len(mutants)} mutant(s)")
+    start = time.perf_counter()
+    errors = course.autograde_batch(lab, students)
+    seconds = time.perf_counter() - start
+    scores = read_scores(course.db_url)
+    if "reference" in errors:
+        raise GradingError(f"{lab}: the solution could not be graded: {errors['reference']}")
+    reference = scores[(lab, "reference")]
+    if reference.score != reference.max_score:
+        raise GradingError(f"{lab}: the solution scores {reference.score}/{reference.max_score}: {reference.cells}")
+    results = []
+    for m in mutants:
+        if m.student in errors:
+            results.append(MutantResult(m, error=errors[m.student]))
+            continue
+        ex = scores[(lab, m.student)].exercises
+        changed = [e for e in reference.exercises if e != m.exercise and ex.get(e) != reference.exercises[e]]
+        caught = ex.get(m.exercise, (0.0, 0.0))[0] < reference.exercises[m.exercise][0]
+        results.append(MutantResult(m, ex, caught=caught, isolated=not changed, changed=changed))
+    return LabMutationReport(lab, reference.exercises, results, seconds, len(students))
+
+
+def mutation_testing(
+    labs: Sequence[str] | None = None,
+    per_exercise: int | None = None,
+    root: Path = DEFAULT_ROOT / "mutants",
+    jobs: int = 1,
+    repo: Path = REPO_ROOT,
+    mutants_dir: Path = MUTANTS_DIR,
+    out=print,
+) -> list[LabMutationReport]:
+    """:func:`run_mutants` for every lab, ``jobs`` labs at a time (each in its own scratch course)."""
+    labs = discover_labs(repo) if labs is None else list(labs)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    chosen = {lab: select_mutants(load_mutants(lab, mutants_dir), per_exercise) for lab in labs}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(run_mutants, lab, root / lab, chosen[lab], repo, out) for lab in labs]
+        return [f.result() for f in futures]
+
+
+def format_mutation_table(reports: Sequence[LabMutationReport]) -> str:
+    lines = [f"{'lab':<6} {'caught':>7} {'mutants':>8} {'score':>6} {'s/submission':>13}"]
+    for r in reports:
+        lines.append(f"{r.lab:<6} {r.caught:>7} {r.total:>8} {100 * r.caught / max(r.total, 1):>5.0f}% {r.seconds_per_submission:>13.1f}")
+    for r in reports:
+        lines += ["  " + f for f in r.failures()]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# Hostile submissions
+# ----------------------------------------------------------------------------
+
+# Kernel-side code of the attacks. Each prints one "ATTACK <name>: ..." line saying what it got.
+
+_SNOOP = r'''
+# hostile: look for the hidden tests, the solutions, the gradebook and other students' work
+import json as _json, os as _os, re as _re
+_here = _os.getcwd()
+_roots = {_here, _os.path.abspath(_os.path.join(_here, *[".."] * 4)), _os.path.expanduser("~"), "/tmp", "/work", "/root", "/home",
+          _os.path.dirname(_os.path.dirname(__import__("gmlib").__file__))}
+_skip = {".venv", "site-packages", ".git", ".library", "__pycache__", "node_modules", "proc", "sys"}
+_found = []
+for _root in sorted(_roots):
+    for _dir, _subdirs, _files in _os.walk(_root):
+        _subdirs[:] = [d for d in _subdirs if d not in _skip and not d.startswith("python3")]
+        if _os.path.abspath(_dir).startswith(_here):
+            continue
+        for _f in _files:
+            if not _f.endswith((".ipynb", ".db", ".json", ".py")):
+                continue
+            _p = _os.path.join(_dir, _f)
+            try:
+                with open(_p, "rb") as _h:
+                    _t = _h.read(2_000_000)
+            except OSError:
+                continue
+            if _f.endswith(".db") or b"BEGIN HIDDEN TESTS" in _t or b"BEGIN SOLUTION" in _t or b'"nbgrader"' in _t:
+                _found.append(_p)
+print("ATTACK snoop: readable course files:", len(_found), _found[:10])
+for _p in _found:  # use the first source notebook found: run its solutions
+    try:
+        with open(_p) as _h:
+            _nb = _json.load(_h)
+        _sol = ["".join(c["source"]) for c in _nb["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+    except Exception:
+        continue
+    if any("BEGIN SOLUTION" in s for s in _sol):
+        for _s in _sol:
+            exec(_re.sub(r".*### (BEGIN|END) SOLUTION.*\n?", "", _s), globals())
+        print("ATTACK snoop: ran the solutions of", _p)
+        break
+'''
+
+_NETWORK = r'''
+# hostile: fetch the solutions from a server on the grading machine
+import json as _json, re as _re, urllib.request as _rq
+try:
+    _nb = _json.loads(_rq.urlopen("http://127.0.0.1:{port}/source.ipynb", timeout=5).read())
+    for _c in _nb["cells"]:
+        if _c.get("metadata", {{}}).get("nbgrader", {{}}).get("solution"):
+            exec(_re.sub(r".*### (BEGIN|END) SOLUTION.*\n?", "", "".join(_c["source"])), globals())
+    print("ATTACK network: downloaded and ran the solutions")
+except Exception as _err:
+    print("ATTACK network: blocked:", type(_err).__name__, _err)
+'''
+
+_WRITE = r'''
+# hostile: write outside the submission's own directory
+import os as _os
+_here = _os.getcwd()
+_targets = [
+    _os.path.join(_here, "..", "..", "..", "ATTACK-{token}"),                       # _grading/
+    _os.path.join(_here, *[".."] * 4, "solutions", "ATTACK-{token}"),            # the course's solutions/
+    _os.path.join(_os.path.dirname(__import__("gmlib").__file__), "ATTACK_{token}.py"),  # the reference library
+    "/tmp/ATTACK-{token}",
+]
+_written = []
+for _t in _targets:
+    try:
+        with open(_t, "x") as _h:
+            _h.write("written by a hostile submission\n")
+        _written.append(_os.path.abspath(_t))
+    except OSError:
+        pass
+_db = _os.path.abspath(_os.path.join(_here, *[".."] * 4, "_grading", "gradebook.db"))
+try:
+    import sqlite3 as _sq
+    _con = _sq.connect(_db)
+    _con.execute("UPDATE grade SET auto_score = 100")
+    _con.commit()
+    _written.append(_db)
+except Exception:
+    pass
+print("ATTACK write: wrote", _written)
+'''
+
+_PATCH_ASSERTS = r'''
+# hostile: make every comparison the tests use pass
+import numpy as _np, torch as _torch, math as _math
+_torch.allclose = lambda *a, **k: True
+_torch.equal = lambda *a, **k: True
+_torch.testing.assert_close = lambda *a, **k: None
+_np.allclose = lambda *a, **k: True
+for _n in dir(_np.testing):
+    if _n.startswith("assert"):
+        setattr(_np.testing, _n, lambda *a, **k: None)
+_math.isclose = lambda *a, **k: True
+_torch.Tensor.__lt__ = lambda self, other: _torch.tensor(True)
+_torch.Tensor.__le__ = lambda self, other: _torch.tensor(True)
+_torch.Tensor.all = lambda self, *a, **k: _torch.tensor(True)
+print("ATTACK patch: comparisons replaced")
+'''
+
+_PATCH_GMLIB = r'''
+# hostile: replace gmlib's functions and checks, and the helpers of the read-only cells
+import sys as _sys, types as _types
+for _name, _mod in list(_sys.modules.items()):
+    if _name.split(".")[0] == "gmlib" and _mod is not None:
+        for _k, _v in list(vars(_mod).items()):
+            if isinstance(_v, _types.FunctionType) and not _k.startswith("__"):
+                setattr(_mod, _k, lambda *a, **k: None)
+for _k, _v in list(globals().items()):
+    if isinstance(_v, _types.FunctionType) and _v.__module__ == "__main__" and not _k.startswith("_"):
+        if _k not in {solution_names}:
+            globals()[_k] = lambda *a, **k: __import__("contextlib").nullcontext()
+print("ATTACK patch-gmlib: gmlib and read-only helpers replaced")
+'''
+
+_SWALLOW = r'''
+# hostile: make failures invisible
+_ip = get_ipython()
+_ip.set_custom_exc((BaseException,), lambda *a, **k: None)
+_ip.showtraceback = lambda *a, **k: None
+_ip._showtraceback = lambda *a, **k: None
+import sys as _sys
+_sys.excepthook = lambda *a: None
+def _erase(result):
+    from IPython.display import clear_output
+    clear_output()
+    result.error_in_exec = None
+    result.error_before_exec = None
+_ip.events.register("post_run_cell", _erase)
+print("ATTACK swallow: tracebacks disabled")
+'''
+
+
+@dataclass
+class HostileCase:
+    """A hostile submission: ``build(ctx)`` gives its notebook (or raw file text).
+
+    ``bound`` names the honest submission whose score it may not exceed (``"blank"``: 0). With
+    ``exact`` its score must equal that one (the attack may not cost honest work either).
+    """
+
+    name: str
+    description: str
+    build: Callable[["_Context"], object]
+    bound: str = "blank"
+    exact: bool = False
+    needs: str | None = None  # a sandbox protection this case relies on
+    refused: str | None = None  # words expected in the refusal of a broken file
+
+
+@dataclass
+class _Context:
+    lab: str
+    repo: Path
+    release: nbformat.NotebookNode
+    solution: nbformat.NotebookNode
+    mutated: nbformat.NotebookNode
+    port: int
+    token: str
+    reference_calls: dict
+
+    def copy(self, which: str = "release") -> nbformat.NotebookNode:
+        return copy.deepcopy(getattr(self, which))
+
+    def grade_cells(self, nb) -> list:
+        return [c for c in nb.cells if _nbg(c).get("grade")]
+
+    def solution_names(self) -> list[str]:
+        names = []
+        for c in self.solution.cells:
+            if _nbg(c).get("solution"):
+                names += re.findall(r"^(?:def|class)\s+(\w+)", c.source, re.M)
+        return names
+
+    @staticmethod
+    def insert_after(nb, predicate, code: str, cell_id: str) -> nbformat.NotebookNode:
+        for i, c in enumerate(nb.cells):
+            if predicate(c):
+                cell = new_code_cell(code)
+                cell["id"] = cell_id
+                nb.cells.insert(i + 1, cell)
+                return nb
+        raise GradingError(f"no cell to insert {cell_id} after")
+
+    def after_setup(self, nb, code: str, cell_id: str = "hostile"):
+        """Insert ``code`` after the last read-only code cell before the first solution."""
+        first_solution = next(i for i, c in enumerate(nb.cells) if _nbg(c).get("solution"))
+        last_locked = max(i for i, c in enumerate(nb.cells[:first_solution]) if c.cell_type == "code")
+        cell = new_code_cell(code)
+        cell["id"] = cell_id
+        nb.cells.insert(last_locked + 1, cell)
+        return nb
+
+    def empty_solutions(self, nb):
+        for c in nb.cells:
+            if _nbg(c).get("solution"):
+                c.source = "# (left empty)"
+        return nb
+
+    def after_exercise(self, nb, index: int, code: str, cell_id: str):
+        """Insert ``code`` after the last test cell of the ``index``-th exercise (0-based)."""
+        exercises = sorted({exercise_of(_nbg(c)["grade_id"]) for c in self.grade_cells(nb)}, key=lambda e: int(e[2:]))
+        target = exercises[min(index, len(exercises) - 1)]
+        last = max(i for i, c in enumerate(nb.cells) if _nbg(c).get("grade") and exercise_of(_nbg(c)["grade_id"]) == target)
+        cell = new_code_cell(code)
+        cell["id"] = cell_id
+        nb.cells.insert(last + 1, cell)
+        return nb
+
+
+def _edit_tests(ctx):
+    nb = ctx.copy("mutated")
+    for c in ctx.grade_cells(nb):
+        c.source = "print('all tests passed')"
+    return nb
+
+
+def _delete_tests(ctx):
+    nb = ctx.copy("mutated")
+    nb.cells = [c for c in nb.cells if not _nbg(c).get("grade")]
+    return nb
+
+
+def _duplicate_tests(ctx):
+    nb = ctx.copy("mutated")
+    cells = []
+    for c in nb.cells:
+        if _nbg(c).get("grade"):
+            dup = copy.deepcopy(c)
+            dup["id"] = c["id"] + "-dup"
+            c.source = "pass"  # the first copy, the one nbgrader keeps, emptied
+            cells += [c, dup]
+        else:
+            cells.append(c)
+    nb.cells = cells
+    return nb
+
+
+def _reorder_tests(ctx):
+    nb = ctx.copy("mutated")
+    tests = [c for c in nb.cells if _nbg(c).get("grade")]
+    for c in tests:
+        c.source = "pass"
+    nb.cells = tests + [c for c in nb.cells if not _nbg(c).get("grade")]
+    return nb
+
+
+def _rename_grade_ids(ctx):
+    nb = ctx.copy("mutated")
+    for i, c in enumerate(ctx.grade_cells(nb)):
+        c.metadata["nbgrader"]["grade_id"] = f"renamed_{i}"
+        c.source = "pass"
+    bonus = new_code_cell("pass")
+    bonus["id"] = "bonus"
+    bonus.metadata["nbgrader"] = {"grade": True, "grade_id": "bonus", "locked": True, "points": 100,
+                                  "schema_version": 3, "solution": False, "task": False}
+    nb.cells.append(bonus)
+    return nb
+
+
+def _strip_metadata(ctx):
+    nb = ctx.copy("mutated")
+    for c in nb.cells:
+        c.metadata.pop("nbgrader", None)
+    return nb
+
+
+def _inflate_points(ctx):
+    nb = ctx.copy("mutated")
+    for c in ctx.grade_cells(nb):
+        c.metadata["nbgrader"]["points"] = 100
+    return nb
+
+
+def _infinite_loop(ctx):
+    return ctx.after_exercise(ctx.copy("solution"), 0, "while True:  # hostile: an infinite loop\n    pass", "hostile-loop")
+
+
+def _sleepy(ctx):
+    nb = ctx.copy("solution")
+    for i in range(len({exercise_of(_nbg(c)["grade_id"]) for c in ctx.grade_cells(nb)})):
+        ctx.after_exercise(nb, i, "import time\ntime.sleep(10 ** 6)  # hostile: never ends", f"hostile-sleep-{i}")
+    return nb
+
+
+def _memory_bomb(ctx):
+    code = "hoard = []\nwhile True:  # hostile: eat all the memory\n    hoard.append(bytearray(256 * 2 ** 20))\n    hoard[-1][::4096] = b'x' * len(hoard[-1][::4096])"
+    return ctx.after_exercise(ctx.copy("solution"), 1, code, "hostile-memory")
+
+
+def _exit(ctx):
+    return ctx.after_exercise(ctx.copy("solution"), 1, "import os\nos._exit(0)  # hostile: leave without a word", "hostile-exit")
+
+
+def _segfault(ctx):
+    return ctx.after_exercise(ctx.copy("solution"), 1, "import ctypes\nctypes.string_at(0)  # hostile: crash the kernel", "hostile-segv")
+
+
+def _flood(ctx):
+    code = "import sys\nchunk = 'x' * 2 ** 20 + '\\n'\nfor _ in range(100):  # hostile: 100 MB of output\n    sys.stdout.write(chunk)"
+    return ctx.after_exercise(ctx.copy("solution"), 0, code, "hostile-flood")
+
+
+def _patch_asserts(ctx):
+    return ctx.after_setup(ctx.copy("mutated"), _PATCH_ASSERTS)
+
+
+def _patch_gmlib(ctx):
+    return ctx.after_setup(ctx.copy("mutated"), _PATCH_GMLIB.replace("{solution_names}", repr(set(ctx.solution_names()))))
+
+
+def _swallow(ctx):
+    return ctx.after_setup(ctx.copy("mutated"), _SWALLOW)
+
+
+def _reference_calls(ctx):
+    nb = ctx.copy("release")
+    for c in nb.cells:
+        grade_id = _nbg(c).get("grade_id")
+        if grade_id in ctx.reference_calls:
+            c.source = ctx.reference_calls[grade_id]
+    return nb
+
+
+def _snoop(ctx):
+    return ctx.after_setup(ctx.empty_solutions(ctx.copy("release")), _SNOOP)
+
+
+def _network(ctx):
+    return ctx.after_setup(ctx.empty_solutions(ctx.copy("release")), _NETWORK.format(port=ctx.port))
+
+
+def _write(ctx):
+    return ctx.after_setup(ctx.copy("release"), _WRITE.format(token=ctx.token))
+
+
+def hostile_cases(lab: str, reference_calls: dict | None = None) -> list[HostileCase]:
+    """The hostile submissions tried on ``lab``; student ids sort the environment attacks first."""
+    cases = [
+        HostileCase("a-write-outside", "writes into _grading/, solutions/, gmlib/, /tmp and the gradebook", _write,
+                    needs="drop_privileges"),
+        HostileCase("a-snoop", "searches the disk for hidden tests, solutions, gradebook, other students; runs what it finds",
+                    _snoop, needs="mount_namespace"),
+        HostileCase("a-network", "downloads the solutions from a server on the grading machine's loopback", _network,
+                    needs="network_namespace"),
+        HostileCase("edit-tests", "every test cell replaced by a print", _edit_tests, bound="mutated"),
+        HostileCase("delete-tests", "every test cell deleted", _delete_tests, bound="mutated"),
+        HostileCase("duplicate-tests", "every test cell duplicated, the first copy emptied", _duplicate_tests, bound="mutated"),
+        HostileCase("reorder-tests", "every test cell emptied and moved to the top", _reorder_tests, bound="mutated", exact=True),
+        HostileCase("rename-grade-ids", "test cells renamed and emptied, a 100-point test cell added", _rename_grade_ids, bound="mutated"),
+        HostileCase("strip-metadata", "nbgrader metadata removed from every cell", _strip_metadata, bound="mutated"),
+        HostileCase("inflate-points", "every test cell claims 100 points", _inflate_points, bound="mutated", exact=True),
+        HostileCase("infinite-loop", "an infinite loop after exercise 1", _infinite_loop, bound="solution", exact=True),
+        HostileCase("sleep-forever", "a cell that never ends after every exercise (notebook time limit)", _sleepy, bound="solution"),
+        HostileCase("memory-bomb", "allocates memory until something gives, after exercise 2", _memory_bomb, bound="solution"),
+        HostileCase("os-exit", "os._exit(0) after exercise 2", _exit, bound="solution"),
+        HostileCase("segfault", "crashes the kernel (null pointer read) after exercise 2", _segfault, bound="solution"),
+        HostileCase("flood-output", "prints 100 MB after exercise 1", _flood, bound="solution", exact=True),
+        HostileCase("patch-comparisons", "torch.allclose, torch.testing, numpy.testing, math.isclose, Tensor comparisons replaced",
+                    _patch_asserts, bound="mutated"),
+        HostileCase("patch-gmlib-helpers", "every gmlib function and read-only helper replaced by a no-op", _patch_gmlib, bound="mutated"),
+        HostileCase("swallow-errors", "set_custom_exc, showtraceback, excepthook, and a hook that clears failed outputs",
+                    _swallow, bound="mutated"),
+        HostileCase("broken-json", "not JSON", lambda ctx: '{"cells": [', refused="invalid JSON"),
+        HostileCase("wrong-nbformat", "nbformat 99", lambda ctx: json.dumps({"nbformat": 99, "nbformat_minor": 0, "cells": [], "metadata": {}}),
+                    refused="nbformat 99"),
+        HostileCase("empty-file", "an empty file", lambda ctx: "", refused="empty file"),
+    ]
+    if reference_calls:
+        cases.append(HostileCase("call-reference", "solutions that call the gmlib reference the lab forbids", _reference_calls))
+    return cases
+
+
+HONEST = ("honest-solution", "honest-mutated", "honest-blank")
+
+
+@dataclass
+class HostileOutcome:
+    case: str
+    description: str
+    score: float | None
+    bound: float
+    gained: bool
+    lost_honest_work: bool
+    error: str | None = None
+    note: str = ""
+
+
+@dataclass
+class LabHostileReport:
+    lab: str
+    honest_clean: dict[str, SubmissionResult]
+    honest_batch: dict[str, SubmissionResult]
+    outcomes: list[HostileOutcome]
+    protections: dict
+    seconds: float
+    outside_files: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def honest_exact(self) -> bool:
+        return all(self.honest_clean[s].cells == self.honest_batch[s].cells and self.honest_batch[s].error is None
+                   for s in self.honest_clean)
+
+    @property
+    def gained(self) -> int:
+        return sum(o.gained for o in self.outcomes)
+
+    def failures(self) -> list[str]:
+        out = []
+        if not self.honest_exact:
+            for s in self.honest_clean:
+                if self.honest_clean[s].cells != self.honest_batch[s].cells:
+                    out.append(f"{self.lab} {s}: {self.honest_batch[s].score} in the hostile batch, {self.honest_clean[s].score} alone")
+        for o in self.outcomes:
+            if o.gained:
+                out.append(f"{self.lab} {o.case}: scored {o.score}, more than the {o.bound} it earned ({o.note})")
+            if o.lost_honest_work:
+                out.append(f"{self.lab} {o.case}: scored {o.score}, honest work worth {o.bound} was lost")
+        out += [f"{self.lab}: a hostile submission wrote {p}" for p in self.outside_files]
+        return out
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@functools.lru_cache(maxsize=None)
+def _protections() -> dict:
+    try:
+        from gmlib import sandbox
+    except ImportError:
+        return {}
+    return dict(sandbox.probe())
+
+
+def run_hostile(lab: str, root: Path = DEFAULT_ROOT / "hostile", repo: Path = REPO_ROOT,
+                mutants_dir: Path = MUTANTS_DIR, out=print) -> LabHostileReport:
+    """Autograde ``lab``'s honest submissions alone, then again in one batch with every hostile case."""
+    root = Path(root)
+    repo = Path(repo)
+    token = f"{os.getpid()}-{int(time.time())}"
+    fixtures = _lab_fixtures(lab, mutants_dir)
+    first_mutants = select_mutants(load_mutants(lab, mutants_dir), 1)
+    served = root / "served"
+    shutil.rmtree(served, ignore_errors=True)
+    served.mkdir(parents=True)
+    shutil.copyfile(source_path(lab, repo), served / "source.ipynb")
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    server = socketserver.TCPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ctx = _Context(lab, repo, _read(release_path(lab, repo)), solution_notebook(lab, repo),
+                       _mutated_notebook(lab, first_mutants, repo), server.server_address[1], token,
+                       fixtures.get("REFERENCE_CALLS", {}))
+        honest = {"honest-solution": ctx.solution, "honest-mutated": ctx.mutated, "honest-blank": ctx.release}
+        env = dict(HOSTILE_LIMITS)
+
+        clean = Course.create(grading._fresh_root(root / "clean", repo), [lab], repo)
+        clean.env.update(env)
+        clean.generate(lab)
+        for s, nb in honest.items():
+            clean.submit_notebook(lab, s, nb)
+        errors = clean.autograde_batch(lab, list(honest))
+        if errors:
+            raise GradingError(f"{lab}: honest submissions failed alone: {errors}")
+        clean_scores = read_scores(clean.db_url)
+
+        course = Course.create(grading._fresh_root(root / "batch", repo), [lab], repo)
+        course.env.update(env)
+        course.generate(lab)
+        cases = hostile_cases(lab, ctx.reference_calls)
+        refused = {}
+        for case in cases:
+            content = case.build(ctx)
+            path = course.path("submitted", case.name, lab)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, str):
+                path.write_text(content)
+            else:
+                nbformat.write(content, str(path))
+            reason = validate_submission(path)
+            if reason:
+                refused[case.name] = reason
+        for s, nb in honest.items():
+            course.submit_notebook(lab, s, nb)
+        students = [c.name for c in cases if c.name not in refused] + list(honest)
+        out(f"{lab}: autograding {len(honest)} honest and {len(cases)} hostile submissions "
+            f"({len(refused)} refused as files)")
+        start = time.perf_counter()
+        errors = course.autograde_batch(lab, students)
+        seconds = time.perf_counter() - start
+        scores = read_scores(course.db_url)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    def result(s):
+        if s in errors:
+            return SubmissionResult(lab, s, error=errors[s])
+        return scores[(lab, s)]
+
+    bounds = {"blank": 0.0, "solution": clean_scores[(lab, "honest-solution")].score,
+              "mutated": clean_scores[(lab, "honest-mutated")].score}
+    outcomes = []
+    for case in cases:
+        bound = bounds[case.bound]
+        if case.name in refused:
+            ok = case.refused is not None and case.refused in refused[case.name]
+            outcomes.append(HostileOutcome(case.name, case.description, 0.0, 0.0, gained=False, lost_honest_work=False,
+                                           error=refused[case.name], note="refused" if ok else "refused for another reason"))
+            continue
+        r = result(case.name)
+        score = r.score if r.error is None else 0.0
+        note = ""
+        nb_path = course.path("autograded", case.name, lab)
+        if nb_path.is_file():
+            text = "".join(o.get("text", "") for c in _read(nb_path).cells if c.cell_type == "code" for o in c.get("outputs", []))
+            note = " | ".join(line.strip()[:200] for line in text.splitlines() if line.startswith("ATTACK"))
+        outcomes.append(HostileOutcome(case.name, case.description, score, bound, gained=score > bound,
+                                       lost_honest_work=case.exact and score < bound, error=r.error, note=note))
+    outside = []
+    for candidate in [course.root / grading.GRADING_DIR / f"ATTACK-{token}", course.root / "solutions" / f"ATTACK-{token}",
+                      REPO_ROOT / "gmlib" / f"ATTACK_{token}.py", Path("/tmp") / f"ATTACK-{token}"]:
+        if candidate.exists():
+            outside.append(str(candidate))
+            candidate.unlink()  # a stray file must not outlive the run
+    # the gradebook row the attack tried to overwrite: honest scores are compared above
+    return LabHostileReport(lab, {s: clean_scores[(lab, s)] for s in honest}, {s: result(s) for s in honest},
+                            outcomes, _protections(), seconds, outside)
+
+
+def format_hostile_table(report: LabHostileReport) -> str:
+    lines = [f"{report.lab}: {len(report.outcomes)} hostile cases, {report.gained} gained points; honest scores "
+             + ("unchanged" if report.honest_exact else "CHANGED"),
+             f"  {'case':<22} {'score':>6} {'bound':>6}  result"]
+    for o in report.outcomes:
+        status = "GAINED" if o.gained else ("LOST HONEST WORK" if o.lost_honest_work else "ok")
+        shown = "-" if o.score is None else f"{o.score:g}"
+        detail = o.error or o.note
+        lines.append(f"  {o.case:<22} {shown:>6} {o.bound:>6g}  {status}{': ' + detail[:150] if detail else ''}")
+    lines += ["  " + f for f in report.failures()]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------
+
+
+def figures(per_exercise: int | None = None, labs: Sequence[str] | None = None, hostile_labs: Sequence[str] | None = None,
+            jobs: int = 2, root: Path = DEFAULT_ROOT, repo: Path = REPO_ROOT, out=print) -> dict:
+    """Run mutation testing and the hostile batches; print and return the README's figures."""
+    labs = discover_labs(repo) if labs is None else list(labs)
+    hostile_labs = labs[:1] if hostile_labs is None else list(hostile_labs)
+    start = time.perf_counter()
+    mutation = mutation_testing(labs, per_exercise, Path(root) / "mutants", jobs, repo, out=out)
+    hostile = [run_hostile(lab, Path(root) / "hostile" / lab, repo, out=out) for lab in hostile_labs]
+    elapsed = time.perf_counter() - start
+    out("")
+    out(f"Mutation testing ({'all mutants' if per_exercise is None else f'{per_exercise} per exercise'}, autograded by nbgrader):")
+    out(format_mutation_table(mutation))
+    out("")
+    for h in hostile:
+        out(format_hostile_table(h))
+    try:
+        from gmlib import sandbox
+        out("sandbox: " + sandbox.describe(_protections()))
+    except ImportError:
+        out("sandbox: gmlib.sandbox unavailable")
+    out(f"total {elapsed:.0f} s")
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "per_exercise": per_exercise,
+        "mutants": {r.lab: {"caught": r.caught, "total": r.total, "seconds_per_submission": round(r.seconds_per_submission, 2),
+                            "failures": r.failures()} for r in mutation},
+        "hostile": {h.lab: {"tried": len(h.outcomes), "gained": h.gained, "honest_exact": h.honest_exact,
+                            "failures": h.failures(), "seconds": round(h.seconds, 1),
+                            "cases": [asdict(o) for o in h.outcomes]} for h in hostile},
+        "protections": _protections(),
+        "seconds": round(elapsed, 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gmlib.integrity", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("mutants", help="mutation score per lab (real nbgrader autograding)")
+    p.add_argument("--labs", nargs="*", default=None)
+    p.add_argument("--per-exercise", type=int, default=None, help="the first N mutants of each exercise (default: all)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--root", default=str(DEFAULT_ROOT / "mutants"))
+    p = sub.add_parser("hostile", help="hostile submissions in a batch with honest ones")
+    p.add_argument("--labs", nargs="*", default=None, help="default: the first lab")
+    p.add_argument("--root", default=str(DEFAULT_ROOT / "hostile"))
+    p = sub.add_parser("figures", help="mutation scores, hostile cases, seconds per submission")
+    p.add_argument("--labs", nargs="*", default=None)
+    p.add_argument("--per-exercise", type=int, default=None)
+    p.add_argument("--hostile-labs", nargs="*", default=None, help="default: the first lab")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--root", default=str(DEFAULT_ROOT))
+    p.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "mutants":
+            reports = mutation_testing(args.labs, args.per_exercise, Path(args.root), args.jobs)
+            print(format_mutation_table(reports))
+            return 0 if all(r.caught == r.total for r in reports) else 1
+        if args.command == "hostile":
+            labs = args.labs or discover_labs()[:1]
+            reports = [run_hostile(lab, Path(args.root) / lab) for lab in labs]
+            for r in reports:
+                print(format_hostile_table(r))
+            return 0 if all(not r.failures() for r in reports) else 1
+        result = figures(args.per_exercise, args.labs, args.hostile_labs, args.jobs, Path(args.root))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        ok = all(not m["failures"] for m in result["mutants"].values()) and all(not h["failures"] for h in result["hostile"].values())
+        return 0 if ok else 1
+    except GradingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
