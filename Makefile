@@ -31,7 +31,7 @@ export MPLBACKEND := Agg
 # Labs and pages run on the CPU in tests unless you override it.
 export GMLIB_DEVICE ?= cpu
 
-.PHONY: help install book book-check test test-code test-pages test-lib test-grading test-labs grade lab bench integrity lock clean
+.PHONY: help install book book-check test test-code test-pages test-lib test-grading test-integrity test-labs grade lab bench integrity lock clean
 
 help:
 	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -64,8 +64,9 @@ book-check:
 	  grep -q '<img' $$page || { echo "book-check: $$page has no figures (were the plots drawn?)"; exit 1; }; done; \
 	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter"
 
-# Two streams side by side, one per core: the tests of gmlib and of the grading, and the
-# labs and the book. Each stream's output is printed when it ends (--output-sync).
+# Two streams side by side, one per core: the tests of gmlib and of the grading pipeline; and
+# the labs, the autograder's integrity checks and the book. Each stream's output is printed
+# when it ends (--output-sync).
 test: $(STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=recurse test-code test-pages
 
@@ -75,6 +76,7 @@ test-code: $(STAMP)
 
 test-pages: $(STAMP)
 	$(MAKE) --no-print-directory test-labs
+	$(MAKE) --no-print-directory test-integrity
 	$(MAKE) --no-print-directory book
 
 # gmlib: the mathematics, data, training loop (fast)
@@ -83,7 +85,11 @@ test-lib: $(STAMP)
 
 # nbgrader: solution = full marks, blank = 0, release in sync, warnings harmless
 test-grading: $(STAMP)
-	$(BIN)/pytest tests -m slow -q $(PYTEST_ARGS)
+	$(BIN)/pytest tests -m slow -q --ignore=tests/test_integrity.py $(PYTEST_ARGS)
+
+# mutants autograded (one per exercise), hostile submissions, feedback, killed batches
+test-integrity: $(STAMP)
+	$(BIN)/pytest tests/test_integrity.py -q -s $(PYTEST_ARGS)
 
 # every solution notebook executes, and its marked outputs match
 test-labs: $(STAMP)

@@ -34,6 +34,8 @@ from nbgrader.preprocessors import (
 )
 
 from gmlib.grading import HideHiddenTests, RestoreCells, StderrToStdout
+from gmlib.guard import GuardedExecute
+from gmlib.sandbox import SandboxedKernelManager
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -79,13 +81,27 @@ c.Autograde.sanitize_preprocessors = [
 ]
 c.RestoreCells.release_directory = os.path.join(ROOT, "notebooks")
 
-# Autograding: nbgrader's default preprocessors, in nbgrader's order, plus StderrToStdout
+# Execution: GuardedExecute (gmlib.guard) in place of nbgrader's Execute: the per-cell limit
+# above plus a per-notebook wall-clock budget, a dead kernel (crash, os._exit, memory cap)
+# scores what ran before it, outputs are capped as they arrive (errors always kept), and an
+# in-kernel guard puts back, before every test cell, whatever the submission rebound that the
+# tests rely on, and refuses calls from student code to the reference functions a lab forbids
+# (notebook metadata gmlib.forbidden). Its kernels start in the sandbox of gmlib.sandbox: an
+# unprivileged user, CPU/memory/file-size/process limits, no network, and a filesystem view
+# without the course, the repository (gmlib aside), other students or the temp directories.
+# GMLIB_SANDBOX=off|auto|required (default auto: what the machine allows, reported by
+# `python -m gmlib.sandbox probe`), GMLIB_SANDBOX_MEMORY_MB, GMLIB_SANDBOX_CPU_SECONDS.
+c.GuardedExecute.notebook_timeout = int(os.environ.get("GMLIB_GRADING_NOTEBOOK_TIMEOUT", "1800"))
+c.GuardedExecute.kernel_manager_class = SandboxedKernelManager
+c.SandboxedKernelManager.hide = [ROOT]
+
+# Autograding: nbgrader's default preprocessors, in nbgrader's order (GuardedExecute for Execute), plus StderrToStdout
 # between Execute and SaveAutoGrades. nbgrader gives 0 points to a test cell with ANY stderr
 # output; StderrToStdout turns stderr streams (e.g. a PyTorch UserWarning) into stdout streams
 # headed by "[stderr]", so that only real errors fail a cell. It runs after IgnorePattern,
 # which therefore still sees (and may drop) the original stderr streams.
 c.Autograde.autograde_preprocessors = [
-    Execute,
+    GuardedExecute,
     IgnorePattern,
     StderrToStdout,
     ClearMetadataPreprocessor,

@@ -84,8 +84,8 @@ DEFAULT_ROOT = REPO_ROOT / grading.GRADING_DIR / "integrity"
 # Limits of the hostile batches (nbgrader_config.py reads them from the environment): small, so
 # that an infinite loop costs seconds, generous for the honest cells of a lab.
 HOSTILE_LIMITS = {
-    "GMLIB_GRADING_CELL_TIMEOUT": "20",
-    "GMLIB_GRADING_NOTEBOOK_TIMEOUT": "90",
+    "GMLIB_GRADING_CELL_TIMEOUT": "10",
+    "GMLIB_GRADING_NOTEBOOK_TIMEOUT": "45",
     "GMLIB_SANDBOX_MEMORY_MB": "3072",
     "GMLIB_SANDBOX_CPU_SECONDS": "300",
 }

@@ -1,0 +1,451 @@
+"""The kernel sandbox of gmlib.sandbox: each protection, tried through the launcher.
+
+Each test needing a protection is skipped, naming it, where ``probe()`` says it does not
+work on this machine (not root, no CAP_SYS_ADMIN); ``test_probe_summary`` always runs
+and prints what the machine offers.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gmlib import sandbox
+from gmlib.sandbox import SandboxPolicy, SandboxUnavailable, wrap_command
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def probed():
+    return sandbox.probe()
+
+
+def need(probed, *names):
+    missing = [n for n in names if not probed.get(n)]
+    if missing:
+        details = sandbox.probe_details()
+        why = "; ".join(f"{n}: {details[n][1] or 'unavailable'}" for n in missing)
+        pytest.skip(f"sandbox protection unavailable on this machine: {why}")
+
+
+def run_in_sandbox(code: str, policy: SandboxPolicy, cwd: Path, timeout: float = 30, **kw):
+    cmd = wrap_command([sys.executable, "-c", code], policy)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    """secret/ (hidden), data/ (read-only), work/ (writable), other/ (not listed)."""
+    root = tmp_path_factory.mktemp("sandbox")
+    for name, text in (("secret", "the answer"), ("data", "some data"), ("other", "another student")):
+        (root / name).mkdir()
+        (root / name / "file.txt").write_text(text)
+    (root / "work").mkdir()
+    (root / "work" / "shipped.txt").write_text("shipped with the submission")
+    (root / "work" / "link.txt").symlink_to(root / "secret" / "file.txt")  # a symlink out of the sandbox
+    policy = SandboxPolicy.from_env(mode="auto")
+    policy.hide.append(root / "secret")
+    policy.read_only.append(root / "data")
+    policy.writable.append(root / "work")
+    return root, policy
+
+
+CHECKS = r"""
+import json, os, socket, sys
+root, port = sys.argv[1], int(sys.argv[2])
+out = {"uid": os.getuid(), "euid": os.geteuid(), "cwd": os.getcwd(), "home": os.environ.get("HOME")}
+
+def attempt(key, fn):
+    try:
+        out[key] = ["ok", fn()]
+    except Exception as e:
+        out[key] = [type(e).__name__, str(e)]
+
+attempt("read_secret", lambda: open(os.path.join(root, "secret", "file.txt")).read())
+attempt("list_secret", lambda: os.listdir(os.path.join(root, "secret")))
+attempt("read_other", lambda: open(os.path.join(root, "other", "file.txt")).read())
+attempt("read_relative", lambda: open("../secret/file.txt").read())
+attempt("read_symlink", lambda: open("link.txt").read())
+attempt("read_data", lambda: open(os.path.join(root, "data", "file.txt")).read())
+attempt("write_data", lambda: open(os.path.join(root, "data", "new.txt"), "w").write("x"))
+attempt("write_work", lambda: open("written.txt", "w").write("mine"))
+attempt("overwrite_shipped", lambda: open("shipped.txt", "w").write("changed"))
+attempt("write_secret", lambda: open(os.path.join(root, "secret", "new.txt"), "w").write("x"))
+if sys.argv[5] == "1":  # only where the mounts should stop it: never write into the repository otherwise
+    target = os.path.join(sys.argv[3], "gmlib", f".sandbox-test-{sys.argv[4]}.py")
+    attempt("write_gmlib", lambda: open(target, "w").write("x"))
+attempt("read_solutions", lambda: os.listdir(os.path.join(sys.argv[3], "solutions")))
+attempt("list_repo", lambda: sorted(os.listdir(sys.argv[3])))
+attempt("write_tmp", lambda: open("/tmp/gmlib-sandbox-test-" + sys.argv[4], "w").write("x"))
+attempt("connect_host", lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close())
+attempt("processes", lambda: sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+attempt("home_writable", lambda: open(os.path.join(os.environ["HOME"], "x"), "w").write("x"))
+attempt("find_gmlib", lambda: open(__import__("importlib.util").util.find_spec("gmlib").origin).read(0))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def checks(layout, probed):
+    """One sandboxed Python process runs every filesystem/network/identity check."""
+    root, policy = layout
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    token = uuid.uuid4().hex
+    escapes = [REPO / "gmlib" / f".sandbox-test-{token}.py", Path(f"/tmp/gmlib-sandbox-test-{token}")]
+    try:
+        args = [str(root), str(server.getsockname()[1]), str(REPO), token, "1" if probed["mount_namespace"] else "0"]
+        cmd = wrap_command([sys.executable, "-c", CHECKS, *args], policy)
+        proc = subprocess.run(cmd, cwd=root / "work", capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["_stderr"] = proc.stderr
+        result["_escaped"] = [str(p) for p in escapes if p.exists()]
+        yield result
+    finally:
+        server.close()
+        for p in escapes:  # where a protection failed, leave nothing behind
+            if p.exists():
+                p.unlink()
+
+
+def test_probe_summary(probed):
+    """Always runs: prints which protections this machine offers."""
+    line = sandbox.describe(probed)
+    print(f"\nsandbox protections on this machine: {line}")
+    assert set(probed) == set(sandbox.PROTECTIONS)
+    assert all(isinstance(v, bool) for v in probed.values())
+    for name in sandbox.PROTECTIONS:
+        assert name.replace("_", " ") in line or name == "drop_privileges"
+    out = subprocess.run([sys.executable, "-m", "gmlib.sandbox", "probe", "--json"], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == probed
+
+
+def test_launcher_reports_what_is_active(checks, probed):
+    line = [x for x in checks["_stderr"].splitlines() if x.startswith("gmlib.sandbox: active:")]
+    assert len(line) == 1, checks["_stderr"]
+    active = line[0].split("|")[0]
+    skipped = line[0].split("| skipped:")[1] if "| skipped:" in line[0] else ""
+    for name in ("mount_namespace", "network_namespace", "rlimits"):
+        assert (name in active) == probed[name], line[0]
+        assert (name in skipped) != probed[name], line[0]
+    # dropping privileges also needs the interpreter to be reachable by the sandbox user
+    assert ("drop_privileges" in active) == (probed["drop_privileges"] and "drop_privileges" not in skipped)
+
+
+def test_hidden_file_unreadable(checks, probed):
+    need(probed, "mount_namespace")
+    assert checks["read_secret"][0] == "FileNotFoundError"
+    assert checks["list_secret"] == ["ok", []]
+    assert checks["read_other"][0] == "FileNotFoundError"  # under the hidden temp dir, not listed
+    assert checks["read_relative"][0] == "FileNotFoundError"  # '..' walks the new view
+    assert checks["read_symlink"][0] == "FileNotFoundError"  # and so do symlinks
+    assert checks["read_solutions"][0] == "FileNotFoundError"  # the repository is hidden
+    assert "solutions" not in checks["list_repo"][1] and "nbgrader_config.py" not in checks["list_repo"][1]
+    assert checks["find_gmlib"] == ["ok", ""]  # what the kernel needs stays
+
+
+def test_service_sockets_hidden(layout, probed):
+    """Unix sockets of local services (a PostgreSQL gradebook) are out of reach."""
+    need(probed, "mount_namespace")
+    dirs = [p for p in sandbox._SERVICE_SOCKETS if os.path.isdir(p) and not os.path.islink(p)]
+    if not dirs:
+        pytest.skip("no service socket directory on this machine")
+    root, policy = layout
+    proc = run_in_sandbox(f"import os, json; print(json.dumps([os.listdir(p) for p in {dirs!r}]))", policy,
+                          root / "work")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [[] for _ in dirs]
+
+
+def test_read_only_path_readable_not_writable(checks, probed, layout):
+    need(probed, "mount_namespace")
+    assert checks["read_data"] == ["ok", "some data"]
+    assert checks["write_data"][0] in ("OSError", "PermissionError")
+    assert not (layout[0] / "data" / "new.txt").exists()
+
+
+def test_writable_dir_is_writable(checks, layout, probed):
+    need(probed, "mount_namespace")
+    assert checks["write_work"][0] == "ok"
+    assert (layout[0] / "work" / "written.txt").read_text() == "mine"
+    assert checks["overwrite_shipped"][0] == "ok"
+    assert checks["home_writable"][0] == "ok"
+    assert checks["cwd"] == str((layout[0] / "work").resolve())
+
+
+def test_hand_back_restores_owner(checks, probed, layout):
+    need_dropped(checks, probed)
+    work = layout[0] / "work"
+    assert (work / "written.txt").stat().st_uid == 65534  # written by the sandbox user
+    changed = sandbox.hand_back(work, os.getuid(), os.getgid(), 65534)
+    assert changed >= 2
+    assert all(p.stat().st_uid == os.getuid() for p in [work, *work.iterdir()])
+
+
+def test_writing_outside_fails(checks, probed, layout):
+    need(probed, "mount_namespace")
+    assert checks["write_secret"][0] in ("OSError", "PermissionError")
+    assert checks["write_gmlib"][0] in ("OSError", "PermissionError")
+    assert not (layout[0] / "secret" / "new.txt").exists()
+    # /tmp inside is a private scratch tmpfs: the write succeeded there and is gone
+    assert checks["write_tmp"][0] == "ok"
+    assert checks["_escaped"] == []
+
+
+def test_network_to_host_loopback_fails(checks, probed):
+    need(probed, "network_namespace")
+    assert checks["connect_host"][0] in ("ConnectionRefusedError", "OSError", "TimeoutError"), checks["connect_host"]
+
+
+def need_dropped(checks, probed):
+    """Skip unless the launcher really ran the checks as the sandbox user."""
+    need(probed, "drop_privileges")
+    skipped = [x for x in checks["_stderr"].splitlines() if "skipped:" in x and "drop_privileges (" in x]
+    if skipped:
+        pytest.skip("the launcher could not drop privileges here: " + skipped[0].split("skipped:")[1].strip())
+
+
+def test_runs_as_nobody(checks, probed):
+    need_dropped(checks, probed)
+    assert checks["uid"] == checks["euid"] == 65534
+
+
+def test_pid_namespace_hides_host_processes(checks, probed):
+    need(probed, "pid_namespace")
+    assert checks["processes"][0] == "ok"
+    assert len(checks["processes"][1]) <= 3, checks["processes"]  # init, the kernel, maybe a child
+
+
+def test_memory_bomb(layout, probed):
+    need(probed, "rlimits")
+    root, policy = layout
+    cap = 256 * MiB
+    code = r"""
+cap = %d
+try:
+    blob = bytearray(10 * cap)
+    print("big allocation succeeded")
+except MemoryError:
+    print("big: MemoryError")
+chunks = []
+try:
+    while True:
+        chunks.append(bytearray(16 << 20))  # zero-filled: really touched
+except MemoryError:
+    got = len(chunks) * 16
+    del chunks
+    print("grow: MemoryError after", got, "MiB")
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM"):
+        print("peak", int(line.split()[1]) // 1024)
+""" % cap
+    small = SandboxPolicy(**{**policy.to_dict(), "memory_bytes": cap})
+    t0 = time.monotonic()
+    proc = run_in_sandbox(code, small, root / "work")
+    assert time.monotonic() - t0 < 20
+    if proc.returncode == 0:
+        lines = proc.stdout.splitlines()
+        assert "big: MemoryError" in lines, proc.stdout + proc.stderr
+        assert any(x.startswith("grow: MemoryError") for x in lines), proc.stdout
+        peak = int([x for x in lines if x.startswith("peak")][0].split()[1])
+        assert peak < cap // MiB + 64, proc.stdout
+    else:  # killed: also acceptable, as long as it ended
+        assert proc.returncode < 0, proc.stdout + proc.stderr
+
+
+def test_cpu_limit_kills_busy_loop(layout, probed):
+    need(probed, "rlimits")
+    root, policy = layout
+    fast = SandboxPolicy(**{**policy.to_dict(), "cpu_seconds": 2})
+    t0 = time.monotonic()
+    proc = run_in_sandbox("while True:\n    pass\n", fast, root / "work", timeout=30)
+    took = time.monotonic() - t0
+    assert proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL), (proc.returncode, proc.stderr)
+    assert took < 15, took
+
+
+def test_process_tree_dies_with_the_launcher(layout, probed):
+    """A grandchild that left the process group (setsid) still dies when the kernel is killed."""
+    need(probed, "pid_namespace")
+    root, policy = layout
+    token = uuid.uuid4().hex
+    code = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', '{token}'], start_new_session=True)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    proc = subprocess.Popen(wrap_command([sys.executable, "-c", code], policy), cwd=root / "work",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        assert _pids_with(token), "the grandchild did not start"
+        os.killpg(proc.pid, signal.SIGKILL)  # what jupyter_client does to kill a kernel
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _pids_with(token) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pids_with(token), "a process of the sandbox survived"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _pids_with(token):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _pids_with(token: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if token in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def test_user_namespace_cannot_unhide(layout, probed):
+    """A nested user+mount namespace cannot unmount the tmpfs that hides a directory."""
+    need(probed, "mount_namespace", "drop_privileges")
+    root, policy = layout
+    script = (f"unshare -Urm sh -c 'umount -l {root / 'secret'}; umount -l {REPO}; "
+              f"cat {root / 'secret' / 'file.txt'}; ls {REPO}' 2>&1; true")
+    proc = subprocess.run(wrap_command(["sh", "-c", script], policy), cwd=root / "work", capture_output=True,
+                          text=True, timeout=30)
+    assert "the answer" not in proc.stdout
+    assert "nbgrader_config.py" not in proc.stdout and "solutions" not in proc.stdout
+
+
+def test_required_mode_names_missing_protection(monkeypatch):
+    fake = {name: True for name in sandbox.PROTECTIONS}
+    fake["mount_namespace"] = False
+    monkeypatch.setattr(sandbox, "probe", lambda *a, **k: dict(fake))
+    policy = SandboxPolicy.from_env(mode="required")
+    with pytest.raises(SandboxUnavailable, match="mount_namespace"):
+        wrap_command(["python", "-c", "pass"], policy)
+    fake["mount_namespace"] = True
+    assert wrap_command(["python", "-c", "pass"], policy)[-4:] == ["--", "python", "-c", "pass"]
+    monkeypatch.setattr(sandbox, "probe", lambda *a, **k: {name: False for name in sandbox.PROTECTIONS})
+    assert sandbox.active_protections(SandboxPolicy.from_env(mode="auto")) == {n: False for n in sandbox.PROTECTIONS}
+
+
+def test_off_mode_runs_command_unchanged():
+    cmd = [sys.executable, "-c", "print('hi')"]
+    assert wrap_command(cmd, SandboxPolicy.from_env(mode="off")) == cmd
+
+
+def test_policy_from_env_and_validation(tmp_path):
+    env = {"GMLIB_SANDBOX": "required", "GMLIB_SANDBOX_MEMORY_MB": "512", "GMLIB_SANDBOX_CPU_SECONDS": "0",
+           "GMLIB_SANDBOX_HIDE": f"{tmp_path}/a{os.pathsep}{tmp_path}/b"}
+    policy = SandboxPolicy.from_env(env)
+    assert policy.mode == "required" and policy.memory_bytes == 512 * MiB and policy.cpu_seconds is None
+    assert Path(f"{tmp_path}/b") in policy.hide
+    assert SandboxPolicy.from_json(policy.to_json()) == policy
+    with pytest.raises(ValueError, match="GMLIB_SANDBOX"):
+        SandboxPolicy.from_env({"GMLIB_SANDBOX": "sometimes"})
+    with pytest.raises(ValueError, match="system directory"):
+        SandboxPolicy(hide=[Path("/usr")])
+    with pytest.raises(ValueError, match="not absolute"):
+        SandboxPolicy(writable=[Path("relative")])
+    default = SandboxPolicy()
+    assert REPO in default.hide and REPO / "gmlib" in default.read_only
+    assert Path(sys.prefix) in default.read_only and default.user == "nobody" and not default.network
+
+
+def _notebook(cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_nbclient_notebook_in_sandboxed_kernel(tmp_path, probed):
+    """Runs wherever: without the mount namespace the launcher still applies what works."""
+    from nbclient import NotebookClient
+
+    workdir = tmp_path / "submission"
+    workdir.mkdir()
+    nb = _notebook([
+        "import os, torch\nx = torch.arange(6.0).reshape(2, 3)\nprint(float((x @ x.T).sum()), os.getuid())",
+        f"print(open({str(REPO / 'nbgrader_config.py')!r}).read())",
+        "open('result.txt', 'w').write('cell 3 ran')\nprint('cell 3 ran')",
+    ])
+    client = NotebookClient(nb, kernel_manager_class=sandbox.SandboxedKernelManager, timeout=60,
+                            allow_errors=True, resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+    out1, out2, out3 = (c.outputs for c in nb.cells)
+    assert out1[0]["text"].split()[0] == "83.0"
+    if probed["drop_privileges"] and probed["mount_namespace"]:
+        assert out1[0]["text"].split()[1] == "65534"
+    if probed["mount_namespace"]:
+        assert [o["output_type"] for o in out2] == ["error"] and out2[0]["ename"] == "FileNotFoundError"
+    assert out3[0]["text"] == "cell 3 ran\n"
+    assert (workdir / "result.txt").read_text() == "cell 3 ran"
+    # after the kernel, the submission's directory and what the kernel wrote are the grader's again
+    assert workdir.stat().st_uid == os.getuid() and (workdir / "result.txt").stat().st_uid == os.getuid()
+
+
+def test_kernel_manager_interrupt_and_shutdown(tmp_path, probed):
+    """An interrupted busy cell raises KeyboardInterrupt; shutdown kills every process of the kernel."""
+    token = uuid.uuid4().hex
+
+    async def scenario():
+        km = sandbox.SandboxedKernelManager(kernel_name="python3")
+        await km.start_kernel(cwd=str(tmp_path))
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            report = km.active_protections()
+            assert report["protections"]["mount_namespace"] == probed["mount_namespace"]
+            assert km.transport == ("ipc" if probed["network_namespace"] else km.transport)
+            msg_id = kc.execute("import time\nwhile True:\n    time.sleep(0.01)\n")
+            await asyncio.sleep(1.0)
+            await km.interrupt_kernel()
+            reply = await kc.get_shell_msg(timeout=20)
+            assert reply["parent_header"]["msg_id"] == msg_id
+            assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+            code = ("import subprocess, sys\n"
+                    f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', '{token}'],"
+                    " start_new_session=True)\nprint('alive')")
+            for _ in range(20):  # ipykernel aborts requests that arrive just after an error
+                reply = await kc.execute_interactive(code, timeout=20)
+                if reply["content"]["status"] != "aborted":
+                    break
+                await asyncio.sleep(0.1)
+            assert reply["content"]["status"] == "ok", reply["content"]
+            await asyncio.sleep(0.3)
+            assert _pids_with(token)
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+        return km
+
+    km = asyncio.run(scenario())
+    deadline = time.monotonic() + 5
+    while _pids_with(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftover = _pids_with(token)
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)
+    if probed["pid_namespace"]:
+        assert not leftover, "a process started by the kernel survived its shutdown"
+    assert km._sandbox_base is None  # runtime directory removed
