@@ -236,11 +236,15 @@ def test_config_keeps_nbgrader_defaults_in_order(tmp_path, monkeypatch):
     from nbgrader.preprocessors import Execute, SaveAutoGrades
 
     cfg = _load_config(tmp_path, monkeypatch)
+    from gmlib.guard import GuardedExecute
+
     configured = list(cfg.Autograde.autograde_preprocessors)
     assert configured.count(StderrToStdout) == 1
+    assert GuardedExecute in configured and Execute not in configured and issubclass(GuardedExecute, Execute)
     defaults = Autograde.class_traits()["autograde_preprocessors"].default()
-    assert [p for p in configured if p is not StderrToStdout] == list(defaults)
-    assert configured.index(Execute) < configured.index(StderrToStdout) < configured.index(SaveAutoGrades)
+    as_stock = [Execute if p is GuardedExecute else p for p in configured if p is not StderrToStdout]
+    assert as_stock == list(defaults)  # GuardedExecute in Execute's place, the rest nbgrader's
+    assert configured.index(GuardedExecute) < configured.index(StderrToStdout) < configured.index(SaveAutoGrades)
     # sanitising: RestoreCells first, then nbgrader's own sanitising, unchanged and in order
     sanitize = list(cfg.Autograde.sanitize_preprocessors)
     assert sanitize[0] is grading.RestoreCells
@@ -556,7 +560,7 @@ def test_assertion_failure_scores_zero_and_warnings_do_not(graded):
 def test_demo_reports_malformed_submissions_and_exports_csv(graded):
     out = graded["stdout"]
     first = LABS[0]
-    for student, _, words in MALFORMED + [("no-grade-id", None, "KeyError: 'grade_id'")]:
+    for student, _, words in MALFORMED:
         line = next((l for l in out.splitlines() if f"auto-{student}" in l and "could not be graded" in l), None)
         assert line is not None and words in line, out
         assert f"{first}/auto-{student}/{first}.ipynb" in line  # names the submission
@@ -568,6 +572,9 @@ def test_demo_reports_malformed_submissions_and_exports_csv(graded):
             assert float(rows[(lab, student)]["score"]) == score
             assert re.search(rf"^{re.escape(student)}\s.*\s{score:g}/", out, re.M), out
     assert float(rows[(first, "auto-bad-json")]["score"]) == 0.0
+    # a solution cell without its grade_id is kept as the student's own cell (RestoreCells), and graded
+    assert _result(graded, first, "auto-no-grade-id").score == 0.0
+    assert _result(graded, first, "auto-no-grade-id").max_score > 0
     print(f"\ndemo run with every submission: {graded['elapsed']:.1f} s")
 
 
