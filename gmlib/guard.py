@@ -482,13 +482,15 @@ class _Binding:
 
     __slots__ = ("value", "plain", "array", "functions", "classes", "report")
 
-    def __init__(self, value, snapshot_functions, report=True):
+    def __init__(self, value, snapshot_functions, report=True, contents=True):
         self.value = value
         self.report = report
         self.plain = None
         self.array = None
         self.functions = []
         self.classes = []
+        if not contents:
+            return
         if type(value) in (dict, list, set) and _plain(value):
             import copy
 
@@ -546,7 +548,7 @@ class _Binding:
                 value.update(fresh)
             changed.append(f"notebook global {name} (its contents)")
         if self.array is not None:
-            self._sync_array(name, changed)
+            self._sync_array(name, namespace, changed)
         for state in self.functions:
             _sync_function(state, changed, f"notebook global {name}")
         for cls, saved in self.classes:
@@ -565,29 +567,36 @@ class _Binding:
                 except (AttributeError, TypeError):
                     pass
 
-    def _sync_array(self, name, changed):
+    def _sync_array(self, name, namespace, changed):
         value, saved = self.value, self.array
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(saved, torch.Tensor):
-            if value.shape != saved.shape or value.dtype != saved.dtype or value.device != saved.device:
-                changed.append(f"notebook global {name} (a tensor whose shape or type changed was left alone)")
-                return
             with torch.no_grad():
-                same = torch.equal(value, saved)
-                if not same and value.is_floating_point():
-                    same = bool(((value == saved) | (value.isnan() & saved.isnan())).all())
-                if not same:
+                same = value.shape == saved.shape and value.dtype == saved.dtype and value.device == saved.device
+                if same and not torch.equal(value, saved):
+                    same = value.is_floating_point() and bool(((value == saved) | (value.isnan() & saved.isnan())).all())
+                if same:
+                    return
+                try:
+                    if value.shape != saved.shape or value.dtype != saved.dtype or value.device != saved.device:
+                        raise ValueError("reshaped")
                     value.copy_(saved)
-                    changed.append(f"notebook global {name} (its values)")
+                except Exception:  # noqa: BLE001 - reshaped, an expanded view, ...: rebind a copy
+                    self.value = namespace[name] = saved.clone()
+            changed.append(f"notebook global {name} (its values)")
             return
         import numpy
 
-        if value.shape != saved.shape or value.dtype != saved.dtype:
-            changed.append(f"notebook global {name} (an array whose shape or type changed was left alone)")
-            return
-        if not numpy.array_equal(value, saved, equal_nan=value.dtype.kind in "fc"):
-            value[...] = saved
-            changed.append(f"notebook global {name} (its values)")
+        if value.shape == saved.shape and value.dtype == saved.dtype:
+            if numpy.array_equal(value, saved, equal_nan=value.dtype.kind in "fc"):
+                return
+            try:
+                value[...] = saved
+            except Exception:  # noqa: BLE001 - read-only, ...
+                self.value = namespace[name] = saved.copy()
+        else:
+            self.value = namespace[name] = saved.copy()
+        changed.append(f"notebook global {name} (its values)")
 
 
 def bound_names(source: str) -> list[str] | None:
@@ -763,6 +772,9 @@ class _Forbidden:
     def _install(self, module, name, obj, label):
         guard = self.guard
         if id(obj) in self.guarded_ids:
+            for original, blocker in self.blockers:  # the same C function under a second name
+                if original is obj:
+                    setattr(module, name, blocker)
             return
         allowed, refuse = guard.allowed, self._refuse  # captured: rebinding them later changes nothing here
         if isinstance(obj, types.FunctionType):
@@ -1302,7 +1314,10 @@ class _KernelGuard:
         self._sync_machinery(changed)
         self._unshadow_modules(changed)
         for name, binding in self.locked.items():
-            binding.sync(name, self.user_ns, changed)
+            try:
+                binding.sync(name, self.user_ns, changed)
+            except Exception as err:  # noqa: BLE001 - odd data must not stop the other restores
+                changed.append(f"notebook global {name} (could not be checked: {type(err).__name__})")
         self.forbidden.sync_notebook(self.user_ns, changed)
         return {"restored": _unique(changed)}
 
@@ -1321,7 +1336,10 @@ class _KernelGuard:
                 # A test's scratch data (p, z, kl, ...) is put back silently when a later cell
                 # rebinds it; helpers, modules and the read-only cells' data are reported.
                 report = not grade or callable(value) or isinstance(value, types.ModuleType)
-                self.locked[name] = _Binding(value, snapshot_functions=True, report=report)
+                try:
+                    self.locked[name] = _Binding(value, snapshot_functions=True, report=report)
+                except Exception:  # noqa: BLE001 - a value that cannot be copied: its identity only
+                    self.locked[name] = _Binding(value, snapshot_functions=False, report=report, contents=False)
             else:
                 self.locked.pop(name, None)
         return {"changed": _unique(changed), "raised": raised}
