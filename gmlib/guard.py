@@ -94,11 +94,13 @@ from outside the library that shadow a library module, and puts back the noteboo
 by the locked cells to the objects those cells bound (for dicts, lists and sets of plain data and
 for tensors and arrays of up to a million elements also their contents; for functions their
 code, defaults and closure cells; for classes defined there their dictionaries). A name bound by
-a locked cell belongs to it and is restored even if another cell rebinds it (a test's scratch
-variables silently, the rest with a note); names bound only by other cells, the functions of
-the solution cells in particular, are never touched. One rebinding is accepted rather than
-undone: library code replacing a protected function by a library wrapper of it
-(``torch._dynamo``, imported by the first ``optimizer.step()``, wraps ``torch.manual_seed``).
+a read-only cell belongs to it and is restored, with a note, even if a solution cell rebinds it;
+a name bound by a test cell is restored silently (demo cells reuse names such as ``encoder`` or
+``p``) until a solution cell binds it (a later exercise may ask for a function of that name);
+names bound only by other cells, the functions of the solution cells in particular, are never
+touched. One rebinding is accepted rather than undone: library code replacing a protected
+function by a library wrapper of it (``torch._dynamo``, imported by the first
+``optimizer.step()``, wraps ``torch.manual_seed``).
 The guard puts back its own code, globals and the builtins first, from references it took at
 setup, so patching it or ``builtins.setattr`` does not stop a restore.
 
@@ -573,8 +575,9 @@ class _Binding:
         if torch is not None and isinstance(saved, torch.Tensor):
             with torch.no_grad():
                 same = value.shape == saved.shape and value.dtype == saved.dtype and value.device == saved.device
-                if same and not torch.equal(value, saved):
-                    same = value.is_floating_point() and bool(((value == saved) | (value.isnan() & saved.isnan())).all())
+                if same and not torch.equal(value, saved):  # equal, or different only by NaNs in the same places
+                    both_nan = value.isnan() & saved.isnan() if value.is_floating_point() else None
+                    same = both_nan is not None and bool(((value == saved) | both_nan).all())
                 if same:
                     return
                 try:
@@ -731,7 +734,10 @@ def _trampoline_code(nfree: int, checker, name: str, qualname: str):
     if len(inner.co_freevars) != nfree:
         raise GuardError("could not build a trampoline with the right free variables")
     consts = tuple(checker if c is Ellipsis else c for c in inner.co_consts)
-    return inner.replace(co_consts=consts, co_name=name, co_qualname=qualname)
+    names = {"co_name": name}
+    if hasattr(inner, "co_qualname"):  # Python 3.11+
+        names["co_qualname"] = qualname
+    return inner.replace(co_consts=consts, **names)
 
 
 class _Forbidden:
@@ -1193,7 +1199,7 @@ class _KernelGuard:
         """The root name of the callee of the call ``frame`` is making (None: not a call site)."""
         code = frame.f_code
         sites = self.locked_files.get(code.co_filename)
-        if not sites:
+        if not sites or not hasattr(code, "co_positions"):  # co_positions: Python 3.11+
             return None
         positions = self._positions.get(code)
         if positions is None:
@@ -1308,6 +1314,18 @@ class _KernelGuard:
             self._kinds[filename] = kind
         return kind
 
+    def release(self, names):
+        """Solution cells that ran bind ``names``: those a test cell bound become the student's.
+
+        A name a test cell bound (``sample``, ``encoder``) may be the name a later exercise asks
+        the student to define; once a solution cell binds it, it is no longer restored. Names
+        bound by the read-only cells stay theirs.
+        """
+        for name in names or ():
+            binding = self.locked.get(name)
+            if binding is not None and not binding.report:
+                del self.locked[name]
+
     def before_grade(self):
         changed = []
         del self.raised[:]
@@ -1333,9 +1351,10 @@ class _KernelGuard:
                 continue
             if name in self.user_ns:
                 value = self.user_ns[name]
-                # A test's scratch data (p, z, kl, ...) is put back silently when a later cell
-                # rebinds it; helpers, modules and the read-only cells' data are reported.
-                report = not grade or callable(value) or isinstance(value, types.ModuleType)
+                # What a test cell binds (p, z, kl, a lambda, ...) is put back silently when a later
+                # cell rebinds it (demo cells reuse such names); the read-only cells' helpers,
+                # modules and data are put back with a note.
+                report = not grade
                 try:
                     self.locked[name] = _Binding(value, snapshot_functions=True, report=report)
                 except Exception:  # noqa: BLE001 - a value that cannot be copied: its identity only
@@ -1382,7 +1401,7 @@ def _make_step(guard, secret):
     own_dicts = tuple((namespace, key, value) for _, namespace, key, value in own.dict_entries)
     missing, error = _MISSING, GuardError
     sync = _Snapshot.sync
-    before, after = _KernelGuard.before_grade, _KernelGuard.after_locked
+    before, after, release = _KernelGuard.before_grade, _KernelGuard.after_locked, _KernelGuard.release
     new_hmac, sha256, loads, dumps = hmac.new, hashlib_.sha256, json.loads, json.dumps
 
     def step(kind, nonce, payload):
@@ -1401,6 +1420,7 @@ def _make_step(guard, secret):
                 repaired.append(key)
         sync(own, repaired)
         config = loads(payload) if payload else {}
+        release(guard, config.get("released"))
         if kind == "restore":
             report = before(guard)
             report["restored"] = repaired + report["restored"]
@@ -1654,11 +1674,15 @@ def _build_guarded_execute():
             self._budget_spent_in = None
             self._guard_broken = None
             self._guard_secret = None
+            self._released = set()  # names bound by solution cells since the last guard step
             self.guard_seconds = {"setup": 0.0, "steps": 0.0, "count": 0}  # what the guard cost this notebook
             self._nb_bytes = 0
             self._timeout_kind = "cell"
             self._interrupted = False
             self._reset_cell_state()
+            if not self.interrupt_on_timeout:
+                self.log.warning("GuardedExecute always interrupts a cell at its time limit (interrupt_on_timeout)")
+                self.interrupt_on_timeout = True
             forbidden = self._forbidden_for(nb, resources or {})
             with self.setup_kernel():
                 assert self.kc is not None
@@ -1694,7 +1718,7 @@ def _build_guarded_execute():
             if grade and self.guard:
                 problem = self._guard_broken
                 if problem is None:
-                    report, problem = self._guard_call("restore", {}, index)
+                    report, problem = self._guard_call("restore", {"released": self._take_released()}, index)
                     if report is not None:
                         restored = report.get("restored", [])
                 if problem is not None:
@@ -1703,6 +1727,8 @@ def _build_guarded_execute():
                         self._replace_outputs(cell, "GraderIntegrityError", f"not run: {problem}")
                     return cell, self.resources
             self._run_code_cell(cell, index)
+            if _nbgrader_meta(cell).get("solution"):
+                self._released.update(bound_names(cell.source) or ())
             if restored:
                 self.log.warning("%s: the guard restored %s", self._label(cell, index), ", ".join(restored))
                 note = NotebookNode(output_type="stream", name="stdout",
@@ -1711,7 +1737,8 @@ def _build_guarded_execute():
                 cell.outputs.insert(0, note)
             if self._dead_in is None and self.guard and (grade or _is_locked(cell)) and self._guard_broken is None:
                 names = bound_names(cell.source) if _is_locked(cell) else []
-                report, problem = self._guard_call("locked", {"names": names or [], "grade": grade}, index)
+                payload = {"names": names or [], "grade": grade, "released": self._take_released()}
+                report, problem = self._guard_call("locked", payload, index)
                 if problem is not None:
                     self._guard_broken = problem
                     if grade:
@@ -1732,6 +1759,10 @@ def _build_guarded_execute():
             return cell, self.resources
 
         # -- helpers -----------------------------------------------------------------------
+
+        def _take_released(self):
+            released, self._released = sorted(self._released), set()
+            return released
 
         @staticmethod
         def _error(ename, evalue):
@@ -1916,7 +1947,17 @@ def _build_guarded_execute():
                 self.log.info("forbidden references: %s", ", ".join(report["forbidden"]))
 
         def _guard_call(self, step, payload, index):
-            """Run a guard step; (report, None) or (None, problem)."""
+            """Run a guard step; (report, None) or (None, problem).
+
+            A step hit by a late KeyboardInterrupt (the interrupt sent at a cell's time limit can
+            land just after the cell ended) is tried once more.
+            """
+            report, problem = self._guard_call_once(step, payload, index)
+            if problem is not None and "KeyboardInterrupt" in problem and self._dead_in is None and step != "setup":
+                report, problem = self._guard_call_once(step, payload, index)
+            return report, problem
+
+        def _guard_call_once(self, step, payload, index):
             nonce = secrets.token_hex(16)
             expression = (
                 f"__import__('gmlib.guard', fromlist=['kernel_step']).kernel_step("
@@ -1985,6 +2026,8 @@ def _build_guarded_execute():
             self._dropped = 0
             self._pending_clear = False
             self._errors = 0
+            self._kept = 0  # outputs kept besides the errors and the note
+            self._last_error = None  # index in the cell's outputs of the last error kept
 
         def _allowance(self):
             return max(0, min(self.max_cell_output_bytes - self._cell_bytes,
@@ -2007,15 +2050,12 @@ def _build_guarded_execute():
         def _drop(self, outs, size):
             self._dropped += size
             text = f"[output truncated by the grader: {self._dropped} bytes not kept]\n"
-            if self._note is None or not any(o is self._note for o in outs):
+            if self._note is None:  # once added, the note stays (clear_output keeps it)
                 self._flush_stream()
                 self._note = NotebookNode(output_type="stream", name="stdout", text=text)
                 outs.append(self._note)
             else:
                 self._note["text"] = text
-
-        def _non_error_count(self, outs):
-            return sum(1 for o in outs if o.get("output_type") != "error" and o is not self._note)
 
         def _clear(self, outs, cell_index):
             self._pending_clear = False
@@ -2028,6 +2068,9 @@ def _build_guarded_execute():
                 self._cell_bytes -= size
                 self._nb_bytes -= size
             outs[:] = kept
+            self._kept = 0
+            errors = [i for i, o in enumerate(kept) if o.get("output_type") == "error"]
+            self._last_error = errors[-1] if errors else None
             self.clear_display_id_mapping(cell_index)
 
         def clear_output(self, outs, msg, cell_index):
@@ -2050,7 +2093,7 @@ def _build_guarded_execute():
             if out.output_type == "stream":
                 return self._add_stream(outs, out)
             size = _mime_size(out.get("data"))
-            if size > self._allowance() or self._non_error_count(outs) >= self.max_cell_outputs:
+            if size > self._allowance() or self._kept >= self.max_cell_outputs:
                 self._drop(outs, size)
                 return None
             self._flush_stream()
@@ -2058,6 +2101,7 @@ def _build_guarded_execute():
                 cell_map = self._display_id_map.setdefault(display_id, {})
                 cell_map.setdefault(cell_index, []).append(len(outs))
             outs.append(out)
+            self._kept += 1
             self._account(out, size)
             return out
 
@@ -2073,12 +2117,13 @@ def _build_guarded_execute():
                     tail[1].append(keep)
                     self._account(tail[0], kept)
                     out = tail[0]
-                elif self._non_error_count(outs) >= self.max_cell_outputs:
+                elif self._kept >= self.max_cell_outputs:
                     kept = 0
                 else:
                     self._flush_stream()
                     out["text"] = keep
                     outs.append(out)
+                    self._kept += 1
                     self._tail = (out, [keep])
                     self._account(out, kept)
             if size - kept > 0:
@@ -2105,16 +2150,16 @@ def _build_guarded_execute():
                 out["traceback"] = head + tail
                 size = _error_size(out)
             self._errors += 1
-            if self._errors > self.max_error_outputs:
-                for i in range(len(outs) - 1, -1, -1):
-                    if outs[i].get("output_type") == "error":
-                        old_size = self._sizes.pop(id(outs[i]), 0)
-                        self._cell_bytes -= old_size
-                        self._nb_bytes -= old_size
-                        self._drop(outs, old_size)
-                        outs[i] = out
-                        self._account(out, size)
-                        return out
+            i = self._last_error
+            if self._errors > self.max_error_outputs and i is not None and i < len(outs):
+                old_size = self._sizes.pop(id(outs[i]), 0)
+                self._cell_bytes -= old_size
+                self._nb_bytes -= old_size
+                self._drop(outs, old_size)
+                outs[i] = out
+                self._account(out, size)
+                return out
+            self._last_error = len(outs)
             outs.append(out)
             self._account(out, size)
             return out

@@ -362,14 +362,14 @@ def test_the_notebook_budget_stops_the_rest(tmp_path):
         _cell("print('never')", "test", "after"),
         _cell("z = 3"),
     ]
-    nb, seconds, _ = _run(_notebook(cells), tmp_path, timeout=60, notebook_timeout=5, guard=False)
+    nb, seconds, _ = _run(_notebook(cells), tmp_path, timeout=60, notebook_timeout=6, guard=False)
     assert _passed(nb, "before")
     assert "NotebookTimeLimit" in [e[0] for e in _errors(nb.cells[2])]
     for cell in nb.cells[3:]:
         (ename, evalue), = _errors(cell)
         assert ename == "NotebookTimeLimit"
-        assert evalue.startswith("not run: the notebook used up its time budget of 5 s")
-    assert seconds < 5 + 8  # the budget, the interrupt and the shutdown
+        assert evalue.startswith("not run: the notebook used up its time budget of 6 s")
+    assert seconds < 6 + 8  # the budget, the interrupt and the shutdown
 
 
 # ----------------------------------------------------------------------------
@@ -518,7 +518,7 @@ import time
 
 
 def _keep_patching():
-    end = time.time() + 3
+    end = time.time() + 10
     while time.time() < end:
         torch.allclose = lambda *a, **k: True
         time.sleep(0.0005)
@@ -532,6 +532,9 @@ HONEST = [  # tests that the submission passes honestly, guard or not
                          f"torch.testing.assert_close(d_loss(REAL, FAKE), {REFERENCE})\nprint('passed')"),
     ("honest_class", "gan = gmlib.gan.GAN(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1), 2)\nprint('passed')"),
     ("honest_helper", "check_close(answer(), 2.0)\nassert torch.allclose(torch.tensor(answer()), torch.tensor(2.0))"),
+    # a name a test cell used for scratch becomes the student's once a solution cell defines it
+    ("honest_scratch", "sample = 0.5\nassert sample < 1"),
+    ("honest_released", "assert sample() == 3.0"),
 ]
 # after everything: the student breaks the guard itself; the next test fails even though it is right
 BREAK_GUARD = ("broken_guard", 'import sys, types\nsys.modules["gmlib.guard"] = types.ModuleType("gmlib.guard")',
@@ -540,12 +543,14 @@ BREAK_GUARD = ("broken_guard", 'import sys, types\nsys.modules["gmlib.guard"] = 
 
 def _attack_notebook():
     cells = [new_markdown_cell("# Attacks"), _cell(SETUP, "setup", "setup"), _cell(SOLUTION, "solution", "answer"),
-             _cell(HONEST[0][1], "test", HONEST[0][0]), _cell(HONEST[1][1], "test", HONEST[1][0])]
+             _cell(HONEST[0][1], "test", HONEST[0][0]), _cell(HONEST[1][1], "test", HONEST[1][0]),
+             _cell(HONEST[3][1], "test", HONEST[3][0]), _cell("def sample():\n    return 3.0", "solution", "answer2"),
+             _cell(HONEST[4][1], "test", HONEST[4][0])]
     for name, attack, test in ATTACKS + [BREAK_GUARD]:
         if name == "thread":
             cells.append(_cell(HONEST[2][1], "test", HONEST[2][0]))
-        if attack:
-            cells.append(_cell(attack))
+        if attack:  # the rebinding of a read-only cell's helper is typed into a solution cell
+            cells.append(_cell(attack, "solution", f"answer_{name}") if name == "locked_helper" else _cell(attack))
         cells.append(_cell(test, "test", name))
     return _notebook(cells, forbidden={"gmlib.gan": ["discriminator_loss", "GAN"]})
 
