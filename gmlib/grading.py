@@ -827,7 +827,7 @@ def autograde_course(course: Course, lab: str, resume: bool = True, out=print) -
     out(f"{lab}: {len(todo) - len(skipped)} submission(s) to autograde, {len(skipped)} already graded, {len(errors)} refused")
     errors.update(course.autograde_batch(lab, todo, resume=resume))
     if errors:
-        course.add_students(errors)
+        course.add_students(errors)  # listed in the CSV, with 0 points
     scores = read_scores(course.db_url)
     results = []
     for student in students:
@@ -872,8 +872,8 @@ def demo(
     ``root`` (default ``_grading/demo``) is wiped and rebuilt if a previous demo made it.
     Submissions are ``SUBMISSIONS/<lab>/<student>/<lab>.ipynb`` (default
     ``tests/submissions``). A submission that is not a readable notebook is reported with the
-    reason and scores 0; the others are graded regardless. One ``nbgrader autograde`` call per
-    lab grades all of its submissions.
+    reason and scores 0; the others are graded regardless (:func:`autograde_course`, one
+    ``nbgrader autograde`` call per lab).
     """
     repo = Path(repo)
     root = _fresh_root(Path(root) if root is not None else repo / GRADING_DIR / "demo", repo)
@@ -887,26 +887,14 @@ def demo(
         course.generate(lab)
         out(f"{lab}: generated the release {course.path('release', '.', lab)}")
         subs = found.get(lab, {})
-        errors = {}
         for student, path in subs.items():
-            reason = validate_submission(path)
-            if reason:
-                errors[student] = reason
-            else:
-                course.submit(lab, student, path)
-        graded = [s for s in subs if s not in errors]
-        if graded:
-            out(f"{lab}: autograding {len(graded)} submission(s): {', '.join(graded)}")
-            errors.update(course.autograde_batch(lab, graded))
-        if errors:
-            course.add_students(errors)  # listed in the CSV, with 0 points
-        scores = read_scores(course.db_url)
-        for student in subs:
-            if student in errors:
-                results.append(SubmissionResult(lab, student, error=errors[student]))
-                out(f"{lab}: submission {subs[student]} could not be graded: {errors[student]}")
-            else:
-                results.append(scores[(lab, student)])
+            course.submit(lab, student, path)
+        if not subs:
+            continue
+        for result in autograde_course(course, lab, resume=False, out=out):
+            results.append(result)
+            if result.error:
+                out(f"{lab}: submission {subs[result.student]} could not be graded: {result.error}")
     csv_path = course.export_csv(course.root / GRADING_DIR / "grades.csv")
     out("")
     out(format_table(results))

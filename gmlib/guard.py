@@ -298,6 +298,26 @@ def _function_state(fn, closures: bool):
     return (fn, fn.__code__, fn.__defaults__, fn.__kwdefaults__, cells, contents)
 
 
+def _sync_class(cls, saved, changed, label):
+    """Put the class dictionary of ``cls`` back to ``saved``: rebound entries restored, added ones removed."""
+    current = vars(cls)
+    if len(current) == len(saved) and all(current.get(k, _MISSING) is v for k, v in saved.items()):
+        return
+    for key, value in saved.items():
+        if current.get(key, _MISSING) is not value:
+            try:
+                setattr(cls, key, value)
+                changed.append(f"{label}.{key}")
+            except (AttributeError, TypeError):
+                pass
+    for key in [k for k in current if k not in saved]:
+        try:
+            delattr(cls, key)
+            changed.append(f"{label}.{key} (added)")
+        except (AttributeError, TypeError):
+            pass
+
+
 def _sync_function(entry, changed, label):
     fn, code, defaults, kwdefaults, cells, contents = entry
     if fn.__code__ is not code:
@@ -430,22 +450,7 @@ class _Snapshot:
                 namespace[key] = value
                 changed.append(f"{label}.{key}" if label else key)
         for label, cls, saved in self.class_entries:
-            current = vars(cls)
-            if len(current) == len(saved) and all(current.get(k, _MISSING) is v for k, v in saved.items()):
-                continue
-            for key, value in saved.items():
-                if current.get(key, _MISSING) is not value:
-                    try:
-                        setattr(cls, key, value)
-                        changed.append(f"{label}.{key}")
-                    except (AttributeError, TypeError):
-                        pass
-            for key in [k for k in current if k not in saved]:
-                try:
-                    delattr(cls, key)
-                    changed.append(f"{label}.{key} (added)")
-                except (AttributeError, TypeError):
-                    pass
+            _sync_class(cls, saved, changed, label)
         for label, state in self.fn_entries:
             _sync_function(state, changed, label)
         for label, lst, items, keep_added in self.list_entries:
@@ -554,20 +559,7 @@ class _Binding:
         for state in self.functions:
             _sync_function(state, changed, f"notebook global {name}")
         for cls, saved in self.classes:
-            current = vars(cls)
-            for key, item in saved.items():
-                if current.get(key, _MISSING) is not item:
-                    try:
-                        setattr(cls, key, item)
-                        changed.append(f"notebook global {name}.{key}")
-                    except (AttributeError, TypeError):
-                        pass
-            for key in [k for k in current if k not in saved]:
-                try:
-                    delattr(cls, key)
-                    changed.append(f"notebook global {name}.{key} (added)")
-                except (AttributeError, TypeError):
-                    pass
+            _sync_class(cls, saved, changed, f"notebook global {name}")
 
     def _sync_array(self, name, namespace, changed):
         value, saved = self.value, self.array

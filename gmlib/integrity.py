@@ -48,6 +48,7 @@ from nbformat.v4 import new_code_cell
 from gmlib import grading
 from gmlib.grading import (
     REPO_ROOT,
+    _nbgrader,
     Course,
     GradingError,
     SubmissionResult,
@@ -89,11 +90,6 @@ HOSTILE_LIMITS = {
     "GMLIB_SANDBOX_MEMORY_MB": "3072",
     "GMLIB_SANDBOX_CPU_SECONDS": "300",
 }
-
-
-def _nbg(cell) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return meta if isinstance(meta, dict) else {}
 
 
 def _read(path) -> nbformat.NotebookNode:
@@ -174,9 +170,9 @@ def mutant_notebook(mutant: Mutant, repo: Path = REPO_ROOT) -> nbformat.Notebook
 
 def _mutated_notebook(lab: str, mutants: Sequence[Mutant], repo: Path = REPO_ROOT) -> nbformat.NotebookNode:
     source = _read(source_path(lab, repo))
-    cells = {_nbg(c).get("grade_id"): c for c in source.cells}
+    cells = {_nbgrader(c).get("grade_id"): c for c in source.cells}
     for m in mutants:
-        if m.grade_id not in cells or not _nbg(cells[m.grade_id]).get("solution"):
+        if m.grade_id not in cells or not _nbgrader(cells[m.grade_id]).get("solution"):
             raise GradingError(f"mutant {m.name!r}: {m.grade_id} is not a solution cell of {lab}")
         cells[m.grade_id].source = apply_edits(cells[m.grade_id].source, m.edits, f"mutant {m.name!r}")
     return fill_solutions(_read(release_path(lab, repo)), source)
@@ -453,28 +449,18 @@ class _Context:
         return copy.deepcopy(getattr(self, which))
 
     def grade_cells(self, nb) -> list:
-        return [c for c in nb.cells if _nbg(c).get("grade")]
+        return [c for c in nb.cells if _nbgrader(c).get("grade")]
 
     def solution_names(self) -> list[str]:
         names = []
         for c in self.solution.cells:
-            if _nbg(c).get("solution"):
+            if _nbgrader(c).get("solution"):
                 names += re.findall(r"^(?:def|class)\s+(\w+)", c.source, re.M)
         return names
 
-    @staticmethod
-    def insert_after(nb, predicate, code: str, cell_id: str) -> nbformat.NotebookNode:
-        for i, c in enumerate(nb.cells):
-            if predicate(c):
-                cell = new_code_cell(code)
-                cell["id"] = cell_id
-                nb.cells.insert(i + 1, cell)
-                return nb
-        raise GradingError(f"no cell to insert {cell_id} after")
-
     def after_setup(self, nb, code: str, cell_id: str = "hostile"):
         """Insert ``code`` after the last read-only code cell before the first solution."""
-        first_solution = next(i for i, c in enumerate(nb.cells) if _nbg(c).get("solution"))
+        first_solution = next(i for i, c in enumerate(nb.cells) if _nbgrader(c).get("solution"))
         last_locked = max(i for i, c in enumerate(nb.cells[:first_solution]) if c.cell_type == "code")
         cell = new_code_cell(code)
         cell["id"] = cell_id
@@ -483,15 +469,15 @@ class _Context:
 
     def empty_solutions(self, nb):
         for c in nb.cells:
-            if _nbg(c).get("solution"):
+            if _nbgrader(c).get("solution"):
                 c.source = "# (left empty)"
         return nb
 
     def after_exercise(self, nb, index: int, code: str, cell_id: str):
         """Insert ``code`` after the last test cell of the ``index``-th exercise (0-based)."""
-        exercises = sorted({exercise_of(_nbg(c)["grade_id"]) for c in self.grade_cells(nb)}, key=lambda e: int(e[2:]))
+        exercises = sorted({exercise_of(_nbgrader(c)["grade_id"]) for c in self.grade_cells(nb)}, key=lambda e: int(e[2:]))
         target = exercises[min(index, len(exercises) - 1)]
-        last = max(i for i, c in enumerate(nb.cells) if _nbg(c).get("grade") and exercise_of(_nbg(c)["grade_id"]) == target)
+        last = max(i for i, c in enumerate(nb.cells) if _nbgrader(c).get("grade") and exercise_of(_nbgrader(c)["grade_id"]) == target)
         cell = new_code_cell(code)
         cell["id"] = cell_id
         nb.cells.insert(last + 1, cell)
@@ -507,7 +493,7 @@ def _edit_tests(ctx):
 
 def _delete_tests(ctx):
     nb = ctx.copy("mutated")
-    nb.cells = [c for c in nb.cells if not _nbg(c).get("grade")]
+    nb.cells = [c for c in nb.cells if not _nbgrader(c).get("grade")]
     return nb
 
 
@@ -515,7 +501,7 @@ def _duplicate_tests(ctx):
     nb = ctx.copy("mutated")
     cells = []
     for c in nb.cells:
-        if _nbg(c).get("grade"):
+        if _nbgrader(c).get("grade"):
             dup = copy.deepcopy(c)
             dup["id"] = c["id"] + "-dup"
             c.source = "pass"  # the first copy, the one nbgrader keeps, emptied
@@ -528,10 +514,10 @@ def _duplicate_tests(ctx):
 
 def _reorder_tests(ctx):
     nb = ctx.copy("mutated")
-    tests = [c for c in nb.cells if _nbg(c).get("grade")]
+    tests = [c for c in nb.cells if _nbgrader(c).get("grade")]
     for c in tests:
         c.source = "pass"
-    nb.cells = tests + [c for c in nb.cells if not _nbg(c).get("grade")]
+    nb.cells = tests + [c for c in nb.cells if not _nbgrader(c).get("grade")]
     return nb
 
 
@@ -568,7 +554,7 @@ def _infinite_loop(ctx):
 
 def _sleepy(ctx):
     nb = ctx.copy("solution")
-    for i in range(len({exercise_of(_nbg(c)["grade_id"]) for c in ctx.grade_cells(nb)})):
+    for i in range(len({exercise_of(_nbgrader(c)["grade_id"]) for c in ctx.grade_cells(nb)})):
         ctx.after_exercise(nb, i, "import time\ntime.sleep(10 ** 6)  # hostile: never ends", f"hostile-sleep-{i}")
     return nb
 
@@ -606,7 +592,7 @@ def _swallow(ctx):
 def _reference_calls(ctx):
     nb = ctx.copy("release")
     for c in nb.cells:
-        grade_id = _nbg(c).get("grade_id")
+        grade_id = _nbgrader(c).get("grade_id")
         if grade_id in ctx.reference_calls:
             c.source = ctx.reference_calls[grade_id]
     return nb
@@ -661,9 +647,6 @@ def hostile_cases(lab: str, reference_calls: dict | None = None) -> list[Hostile
     return cases
 
 
-HONEST = ("honest-solution", "honest-mutated", "honest-blank")
-
-
 @dataclass
 class HostileOutcome:
     case: str
@@ -685,7 +668,6 @@ class LabHostileReport:
     protections: dict
     seconds: float
     outside_files: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
 
     @property
     def honest_exact(self) -> bool:

@@ -19,7 +19,6 @@ import html
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
