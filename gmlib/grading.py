@@ -204,7 +204,6 @@ class RestoreCells(NbGraderPreprocessor):
         nb.metadata.pop("gmlib", None)
         if "gmlib" in release.metadata:
             nb.metadata["gmlib"] = copy.deepcopy(release.metadata["gmlib"])
-        resources.setdefault("gmlib", {})["restored_cells"] = restored
         return nb, resources
 
 

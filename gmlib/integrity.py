@@ -45,7 +45,7 @@ from typing import Callable, Iterable, Sequence
 import nbformat
 from nbformat.v4 import new_code_cell
 
-from gmlib import grading
+from gmlib import grading, sandbox
 from gmlib.grading import (
     REPO_ROOT,
     _nbgrader,
@@ -698,15 +698,6 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@functools.lru_cache(maxsize=None)
-def _protections() -> dict:
-    try:
-        from gmlib import sandbox
-    except ImportError:
-        return {}
-    return dict(sandbox.probe())
-
-
 def run_hostile(lab: str, root: Path = DEFAULT_ROOT / "hostile", repo: Path = REPO_ROOT,
                 mutants_dir: Path = MUTANTS_DIR, out=print) -> LabHostileReport:
     """Autograde ``lab``'s honest submissions alone, then again in one batch with every hostile case."""
@@ -800,7 +791,7 @@ def run_hostile(lab: str, root: Path = DEFAULT_ROOT / "hostile", repo: Path = RE
             candidate.unlink()  # a stray file must not outlive the run
     # the gradebook row the attack tried to overwrite: honest scores are compared above
     return LabHostileReport(lab, {s: clean_scores[(lab, s)] for s in honest}, {s: result(s) for s in honest},
-                            outcomes, _protections(), seconds, outside)
+                            outcomes, dict(sandbox.probe()), seconds, outside)
 
 
 def format_hostile_table(report: LabHostileReport) -> str:
@@ -836,11 +827,7 @@ def figures(per_exercise: int | None = None, labs: Sequence[str] | None = None, 
     out("")
     for h in hostile:
         out(format_hostile_table(h))
-    try:
-        from gmlib import sandbox
-        out("sandbox: " + sandbox.describe(_protections()))
-    except ImportError:
-        out("sandbox: gmlib.sandbox unavailable")
+    out("sandbox: " + sandbox.describe(sandbox.probe()))
     out(f"total {elapsed:.0f} s")
     return {
         "date": time.strftime("%Y-%m-%d"),
@@ -850,7 +837,7 @@ def figures(per_exercise: int | None = None, labs: Sequence[str] | None = None, 
         "hostile": {h.lab: {"tried": len(h.outcomes), "gained": h.gained, "honest_exact": h.honest_exact,
                             "failures": h.failures(), "seconds": round(h.seconds, 1),
                             "cases": [asdict(o) for o in h.outcomes]} for h in hostile},
-        "protections": _protections(),
+        "protections": dict(sandbox.probe()),
         "seconds": round(elapsed, 1),
     }
 
