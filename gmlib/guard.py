@@ -1549,6 +1549,16 @@ def _merge_forbidden(*maps) -> dict:
     return merged
 
 
+def _references_forbidden() -> dict:
+    """Every function of :mod:`gmlib.references` (the reference versions the tests bind while a
+    later exercise is graded, and the helper that binds them): forbidden to student code in every lab."""
+    try:
+        from gmlib import references
+    except Exception:  # noqa: BLE001 - a broken install shows up in the lab's own setup cell
+        return {}
+    return {references.__name__: references.guarded_names()}
+
+
 def _notebook_forbidden(nb) -> dict:
     meta = nb.get("metadata", {}).get("gmlib", {})
     return meta.get("forbidden", {}) if isinstance(meta, dict) else {}
@@ -1776,7 +1786,7 @@ def _build_guarded_execute():
             return self.notebook_timeout - (monotonic() - self._started)
 
         def _forbidden_for(self, nb, resources):
-            maps = [self.forbidden, _notebook_forbidden(nb)]
+            maps = [self.forbidden, _notebook_forbidden(nb), _references_forbidden()]
             info = resources.get("nbgrader") if isinstance(resources, dict) else None
             in_autograde = isinstance(info, dict) and info.get("assignment") and info.get("notebook")
             if self.forbidden_from_source and in_autograde:

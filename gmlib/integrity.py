@@ -46,6 +46,7 @@ import nbformat
 from nbformat.v4 import new_code_cell
 
 from gmlib import grading, sandbox
+from gmlib.references import REFERENCES
 from gmlib.grading import (
     REPO_ROOT,
     _nbgrader,
@@ -598,6 +599,35 @@ def _reference_calls(ctx):
     return nb
 
 
+def _borrow_references(ctx):
+    """Each solution cell that defines a function with a reference version (gmlib.references) is
+    replaced by one that passes the reference off as the student's: through ``reference_versions``
+    or straight from the registry."""
+    names = sorted(REFERENCES.get(ctx.lab, {}))
+    nb = ctx.copy("release")
+    for c in nb.cells:
+        if not _nbgrader(c).get("solution"):
+            continue
+        source = _read_cell_source(ctx.solution, _nbgrader(c).get("grade_id"))
+        defined = [n for n in names if re.search(rf"^def {n}\(", source, re.M)]
+        if not defined:
+            continue
+        lines = ["from gmlib.references import REFERENCES as _REFS, reference_versions as _borrow", ""]
+        for i, name in enumerate(defined):
+            lines += ["", f"def {name}(*args, **kwargs):"]
+            if i % 2 == 0:
+                lines += [f"    with _borrow(globals(), {ctx.lab!r}, {name!r}):",
+                          f"        return globals()[{name!r}](*args, **kwargs)"]
+            else:
+                lines += [f"    return _REFS[{ctx.lab!r}][{name!r}](*args, **kwargs)"]
+        c.source = "\n".join(lines) + "\n"
+    return nb
+
+
+def _read_cell_source(nb, grade_id) -> str:
+    return next((c.source for c in nb.cells if _nbgrader(c).get("grade_id") == grade_id), "")
+
+
 def _snoop(ctx):
     return ctx.after_setup(ctx.empty_solutions(ctx.copy("release")), _SNOOP)
 
@@ -642,6 +672,9 @@ def hostile_cases(lab: str, reference_calls: dict | None = None) -> list[Hostile
                     refused="nbformat 99"),
         HostileCase("empty-file", "an empty file", lambda ctx: "", refused="empty file"),
     ]
+    if REFERENCES.get(lab):
+        cases.append(HostileCase("borrow-references", "functions that later exercises' tests swap in, taken from gmlib.references",
+                                 _borrow_references))
     if reference_calls:
         cases.append(HostileCase("call-reference", "solutions that call the gmlib reference the lab forbids", _reference_calls))
     return cases

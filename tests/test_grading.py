@@ -399,6 +399,33 @@ def test_solution_passes_every_test_cell_in_process(lab):
         assert results and not any(results.values()), results
 
 
+def _exercises(nb) -> list[str]:
+    return sorted({grading.exercise_of(_nbgrader_meta(c)["grade_id"]) for c in _grade_cells(nb)})
+
+
+ALONE_CASES = [(lab, ex) for lab in LABS for ex in _exercises(_read(grading.source_path(lab)))]
+
+
+@pytest.mark.parametrize("lab,exercise", ALONE_CASES, ids=[f"{lab}-{ex}" for lab, ex in ALONE_CASES])
+def test_each_exercise_scores_full_marks_with_every_other_exercise_blank(lab, exercise):
+    """Exercise isolation: with every other solution cell as released (``raise NotImplementedError``)
+    the exercise's test cells all pass. Its score then cannot depend on another exercise's code: tests
+    that call an earlier exercise's function run under ``gmlib.references.reference_versions``."""
+    nb = _read(grading.source_path(lab))
+    release = _cells_by_id(_read(grading.release_path(lab)))
+    blank = {
+        _nbgrader_meta(c)["grade_id"]: release[_nbgrader_meta(c)["grade_id"]].source
+        for c in nb.cells
+        if _nbgrader_meta(c).get("solution") and grading.exercise_of(_nbgrader_meta(c)["grade_id"]) != exercise
+    }
+    assert all("NotImplementedError" in code or "YOUR CODE HERE" in code for code in blank.values())
+    results = _run_exercise(nb, exercise, blank)
+    failed = {g: err for g, err in results.items() if err}
+    assert results and not failed, (
+        f"{lab} {exercise} depends on other exercises' solutions: {failed}; run the calls of those "
+        "functions under reference_versions(globals(), lab, name, ...) (gmlib.references)")
+
+
 @pytest.mark.parametrize("lab,name,grade_id,edits", MUTANT_CASES, ids=[f"{c[0]}-{c[1]}" for c in MUTANT_CASES])
 def test_each_plausible_mistake_loses_points(lab, name, grade_id, edits):
     nb = _read(grading.source_path(lab))

@@ -658,3 +658,35 @@ def test_lab06_solution_keeps_full_marks_under_the_guard(tmp_path):
     nb, seconds, preprocessor = _run(copy.deepcopy(nb), tmp_path, timeout=600)
     _check_full_marks(nb)
     print(f"\nlab06 under the guard: {seconds:.1f} s, of which the guard {preprocessor.guard_seconds}")
+
+
+# Exercise isolation (gmlib.references): the later exercise's tests bind the reference versions of
+# the earlier exercises' functions; a solution cell cannot borrow them to pass its own exercise.
+BORROWED_REPARAMETERIZE = {
+    "through_reference_versions": '''\
+def reparameterize(mean, log_var, n):
+    with reference_versions(globals(), "lab01", "reparameterize"):
+        return globals()["reparameterize"](mean, log_var, n)
+''',
+    "through_the_registry": '''\
+from gmlib.references import REFERENCES
+
+
+def reparameterize(mean, log_var, n):
+    return REFERENCES["lab01"]["reparameterize"](mean, log_var, n)
+''',
+}
+
+
+@pytest.mark.parametrize("how", sorted(BORROWED_REPARAMETERIZE))
+def test_a_solution_cannot_borrow_the_reference_versions(tmp_path, how):
+    nb = _lab_notebook("lab01")
+    _by_id(nb)["ex4_solution"].source = BORROWED_REPARAMETERIZE[how]
+    nb, _, _ = _run(nb, tmp_path, timeout=300)
+    grades = _grades(nb)
+    for grade_id, (score, max_score) in grades.items():
+        if grade_id.startswith("ex4_"):  # every test of Exercise 4 fails: the reference is refused
+            assert score == 0, (grade_id, _by_id(nb)[grade_id].outputs)
+            assert [e for e, _ in _errors(_by_id(nb)[grade_id])] == ["ForbiddenCall"], _errors(_by_id(nb)[grade_id])
+        else:  # Exercise 5 runs the student's elbo_mc with the reference reparameterize: full marks
+            assert score == max_score, (grade_id, _errors(_by_id(nb)[grade_id]))

@@ -1,0 +1,112 @@
+"""The reference versions that isolate the labs' exercises (gmlib.references).
+
+Each one must agree with the solution notebook's own function (``tests/references/<lab>.py`` lists the
+inputs, random functions included: with the same seed they must draw the same noise), every one is
+covered there, and ``reference_versions`` binds them only for the duration of its block.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import runpy
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from gmlib import grading, references
+from gmlib.references import REFERENCES, reference_versions
+
+CASES_DIR = Path(__file__).resolve().parent / "references"
+
+
+def _cases(lab: str) -> dict:
+    path = CASES_DIR / f"{lab}.py"
+    return runpy.run_path(str(path))["CASES"] if path.is_file() else {}
+
+
+def _solution_namespace(lab: str) -> dict:
+    """The setup, read-only and solution cells of the lab's source notebook, run in process."""
+    nb = nbformat.read(str(grading.source_path(lab)), as_version=4)
+    namespace: dict = {"__name__": "__lab__"}
+    sink = io.StringIO()
+    with torch.random.fork_rng(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        for cell in nb.cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if cell.cell_type == "code" and meta and not meta.get("grade"):
+                exec(compile(cell.source, f"<{meta.get('grade_id')}>", "exec"), namespace)
+    return namespace
+
+
+PAIRS = [(lab, name) for lab in sorted(REFERENCES) for name in sorted(REFERENCES[lab])]
+
+
+@pytest.fixture(scope="module")
+def namespaces():
+    cache: dict = {}
+
+    def get(lab):
+        if lab not in cache:
+            cache[lab] = _solution_namespace(lab)
+        return cache[lab]
+
+    return get
+
+
+@pytest.mark.parametrize("lab,name", PAIRS, ids=[f"{lab}-{name}" for lab, name in PAIRS])
+def test_reference_version_agrees_with_the_solution(namespaces, lab, name):
+    cases = _cases(lab).get(name)
+    assert cases, f"tests/references/{lab}.py lists no inputs for the reference version of {name}"
+    ns = namespaces(lab)
+    assert callable(ns.get(name)), f"the {lab} solution defines no {name}"
+    for index, case in enumerate(cases):
+        outputs = []
+        for fn in (ns[name], REFERENCES[lab][name]):
+            with torch.random.fork_rng():
+                torch.manual_seed(index)
+                made = case(ns)
+                args, kwargs = made[0], made[1]
+                extract = made[2] if len(made) > 2 else (lambda result, args, kwargs: result)
+                outputs.append(extract(fn(*args, **kwargs), args, kwargs))
+        torch.testing.assert_close(outputs[1], outputs[0], msg=lambda m: f"{lab} {name}, case {index}: {m}")
+
+
+def test_every_lab_with_cases_has_references():
+    for path in sorted(CASES_DIR.glob("lab*.py")):
+        assert path.stem in REFERENCES, f"{path.name} lists cases but gmlib.references has no {path.stem}"
+        assert set(_cases(path.stem)) <= set(REFERENCES[path.stem]), path.name
+
+
+def test_reference_versions_binds_for_the_block_only():
+    def mine(*args):
+        return "student"
+
+    ns = {"reparameterize": mine}
+    with reference_versions(ns, "lab01", "reparameterize", "gaussian_log_prob"):
+        z = ns["reparameterize"](torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 4)
+        assert z.shape == (4, 3)
+        assert ns["gaussian_log_prob"].__name__ == "gaussian_log_prob"
+    assert ns == {"reparameterize": mine}  # the student's binding back, the absent name absent again
+    with pytest.raises(AssertionError), reference_versions(ns, "lab01", "reparameterize"):
+        assert ns["reparameterize"] is not mine
+        raise AssertionError("a failing test")
+    assert ns["reparameterize"] is mine
+
+
+def test_reference_versions_names_what_is_wrong():
+    with pytest.raises(KeyError, match="lab99"), reference_versions({}, "lab99", "x"):
+        pass
+    with pytest.raises(KeyError, match="no reference version of \\['elbo_mc'\\]"), reference_versions({}, "lab01", "elbo_mc"):
+        pass
+    with pytest.raises(TypeError, match="globals"), reference_versions([], "lab01", "reparameterize"):
+        pass
+
+
+def test_the_guard_forbids_every_function_of_the_module():
+    from gmlib.guard import _references_forbidden
+
+    names = _references_forbidden()["gmlib.references"]
+    assert "reference_versions" in names and "guarded_names" in names
+    assert {fn.__name__ for table in REFERENCES.values() for fn in table.values()} <= set(names)
+    assert all(callable(getattr(references, n)) for n in names)
