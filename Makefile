@@ -1,7 +1,7 @@
 # Deep Generative Models course book: build, test, grade.
 #
 #   make book    render the book to _build/html (offline; executes the pages)
-#   make test    the whole test suite: gmlib, grading, labs (nbval), book build
+#   make test    the whole test suite: gmlib, grading and its integrity, labs (nbval), book
 #   make grade   nbgrader demo: generate, autograde example submissions, export CSV
 #   make lab     JupyterLab on notebooks/ with the nbgrader extension
 #   make bench   the benchmark scripts (gmlib/bench): speed figures, printed
@@ -64,11 +64,11 @@ book-check:
 	  grep -q '<img' $$page || { echo "book-check: $$page has no figures (were the plots drawn?)"; exit 1; }; done; \
 	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter"
 
-# Two streams side by side, one per core: the tests of gmlib and of the grading pipeline; and
-# the labs and the book. Each stream's output is printed
-# when it ends (--output-sync).
+# Two at a time, one per core: the autograder's integrity (the longest) beside the labs and the
+# book; then, on the first core free, the tests of gmlib and of the grading pipeline. Each
+# stream's output is printed when it ends (--output-sync).
 test: $(STAMP)
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse test-code test-pages
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse test-integrity test-pages test-code
 
 test-code: $(STAMP)
 	$(MAKE) --no-print-directory test-lib
@@ -86,9 +86,8 @@ test-lib: $(STAMP)
 test-grading: $(STAMP)
 	$(BIN)/pytest tests -m slow -q --ignore=tests/test_integrity.py $(PYTEST_ARGS)
 
-# mutants autograded (one per exercise), hostile submissions, feedback, killed batches.
-# Not yet part of `make test`: the labs' later exercises still call the student's earlier
-# functions, so a mistake in one exercise can cost points in another (issue 7, open).
+# mutants autograded by nbgrader (one per exercise: its exercise loses points, no other exercise
+# changes), hostile submissions, feedback without hidden tests, killed batches.
 test-integrity: $(STAMP)
 	$(BIN)/pytest tests/test_integrity.py -q -s $(PYTEST_ARGS)
 

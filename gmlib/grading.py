@@ -466,9 +466,10 @@ class Course:
         Each submission graded to the end gets a marker (a hash of the submitted notebook and
         of the lab's source) beside its autograded notebook. With ``resume``, submissions whose
         marker matches are skipped: a batch killed half-way is finished by running it again,
-        and running a finished batch again changes nothing. nbgrader commits each submission's
-        grades in one gradebook transaction after executing it, so a kill never leaves a
-        half-written grade, and the grades recorded before the kill stay.
+        and running a finished batch again changes nothing. nbgrader saves a submission's grades
+        (one commit per cell) after executing it, and grades submissions one after the other: a
+        kill keeps the grades of the submissions before, and leaves the one it interrupted
+        without a marker, so the next run grades that one again, completely.
         """
         submitted_dir = self.root / GRADING_DIR / "submitted"
         everyone = {p.name for p in submitted_dir.iterdir() if p.is_dir()} if submitted_dir.is_dir() else set()

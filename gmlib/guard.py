@@ -106,7 +106,8 @@ setup, so patching it or ``builtins.setattr`` does not stop a restore.
 
 **Forbidden references.** The notebook metadata ``metadata.gmlib.forbidden`` maps module names
 to attribute names, e.g. ``{"gmlib.gan": ["discriminator_loss", "GAN"], "torch.nn.functional":
-["binary_cross_entropy_with_logits"]}``. In autograde the map is read from the course's *source*
+["binary_cross_entropy_with_logits"]}``; a dotted name forbids a method of a class of the module
+(``{"gmlib.probability": ["ConjugateGaussian.elbo_mc"]}``). In autograde the map is read from the course's *source*
 notebook too (the submitted copy's metadata is the student's to edit) and merged with the
 submitted notebook's map and the ``forbidden`` trait. While the notebook runs, a call to one of
 them raises :class:`ForbiddenCall` (an ``AssertionError``, so the test that triggered it fails)
@@ -750,12 +751,19 @@ class _Forbidden:
                 continue
             for name in names:
                 label = f"{module_name}.{name}"
-                obj = getattr(module, name, _MISSING)
+                owner, attr = module, name
+                if "." in name:  # a method or attribute of a class of the module: "Model.elbo"
+                    *path, attr = name.split(".")
+                    for part in path:
+                        owner = getattr(owner, part, _MISSING)
+                        if owner is _MISSING:
+                            break
+                obj = _MISSING if owner is _MISSING else getattr(owner, attr, _MISSING)
                 if obj is _MISSING:
                     self.problems.append(f"forbidden: {label} does not exist")
                     continue
                 try:
-                    self._install(module, name, obj, label)
+                    self._install(owner, attr, obj, label)
                     self.installed.append(label)
                 except Exception as err:  # noqa: BLE001
                     self.problems.append(f"forbidden: could not guard {label}: {type(err).__name__}: {err}")

@@ -690,3 +690,19 @@ def test_a_solution_cannot_borrow_the_reference_versions(tmp_path, how):
             assert [e for e, _ in _errors(_by_id(nb)[grade_id])] == ["ForbiddenCall"], _errors(_by_id(nb)[grade_id])
         else:  # Exercise 5 runs the student's elbo_mc with the reference reparameterize: full marks
             assert score == max_score, (grade_id, _errors(_by_id(nb)[grade_id]))
+
+
+def test_a_forbidden_method_is_refused_to_the_solution_and_allowed_to_the_tests(tmp_path):
+    # Lab 1 forbids ConjugateGaussian.elbo_mc (a dotted name in metadata.gmlib.forbidden): the
+    # hidden tests compare with it; an elbo_mc that returns it must earn nothing.
+    nb = _lab_notebook("lab01")
+    assert "ConjugateGaussian.elbo_mc" in nb.metadata["gmlib"]["forbidden"]["gmlib.probability"]
+    _by_id(nb)["ex5_solution"].source = (
+        "def elbo_mc(model, x, q_mean, q_log_var, n):\n    return model.elbo_mc(x, q_mean, q_log_var, n)\n")
+    nb, _, preprocessor = _run(nb, tmp_path, timeout=300)
+    for grade_id, (score, max_score) in _grades(nb).items():
+        if grade_id.startswith("ex5_"):
+            assert score == 0 and [e for e, _ in _errors(_by_id(nb)[grade_id])] == ["ForbiddenCall"], grade_id
+            assert "gmlib.probability.ConjugateGaussian.elbo_mc" in _errors(_by_id(nb)[grade_id])[0][1]
+        else:
+            assert score == max_score, (grade_id, _errors(_by_id(nb)[grade_id]))

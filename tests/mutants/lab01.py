@@ -66,7 +66,7 @@ MUTANTS = [
 # Solutions that call the reference implementations the lab forbids ("Do not call gmlib.probability"),
 # through a module attribute, a default argument and a name imported before: a hostile case of
 # gmlib.integrity; they must earn nothing. (Exercise 5's reference is a method,
-# ConjugateGaussian.elbo_mc, which the guard's module-level list cannot name.)
+# ConjugateGaussian.elbo_mc: the lab's forbidden list names it with a dotted name.)
 REFERENCE_CALLS = {
     "ex1_solution": (
         "import gmlib.probability as _gp\n\n"
@@ -89,5 +89,9 @@ REFERENCE_CALLS = {
         "import gmlib.probability as _gp\n\n"
         "def reparameterize(mean, log_var, n):\n"
         "    return _gp.reparameterize(mean, log_var, n)\n"
+    ),
+    "ex5_solution": (
+        "def elbo_mc(model, x, q_mean, q_log_var, n):\n"
+        "    return model.elbo_mc(x, q_mean, q_log_var, n)\n"
     ),
 }
