@@ -107,10 +107,11 @@ setup, so patching it or ``builtins.setattr`` does not stop a restore.
 **Forbidden references.** The notebook metadata ``metadata.gmlib.forbidden`` maps module names
 to attribute names, e.g. ``{"gmlib.gan": ["discriminator_loss", "GAN"], "torch.nn.functional":
 ["binary_cross_entropy_with_logits"]}``; a dotted name forbids a method of a class of the module
-(``{"gmlib.probability": ["ConjugateGaussian.elbo_mc"]}``). In autograde the map is read from the course's *source*
-notebook too (the submitted copy's metadata is the student's to edit) and merged with the
-submitted notebook's map and the ``forbidden`` trait. While the notebook runs, a call to one of
-them raises :class:`ForbiddenCall` (an ``AssertionError``, so the test that triggered it fails)
+(``{"gmlib.probability": ["ConjugateGaussian.elbo_mc"]}``). In autograde the map is read from
+the course's *source* notebook too (the submitted copy's metadata is the student's to edit), and
+every function of :mod:`gmlib.references` is added (the reference versions that isolate the
+exercises); all of it is merged with the submitted notebook's map and the ``forbidden`` trait.
+While the notebook runs, a call to one of them raises :class:`ForbiddenCall` (an ``AssertionError``, so the test that triggered it fails)
 when it comes from student code, and goes through when it comes from a locked cell (the tests
 call the reference to compare) or from library code (gmlib calling its own helpers, torch
 internals). The caller is the frame that called the function (``sys._getframe``, captured at

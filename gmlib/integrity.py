@@ -46,7 +46,6 @@ import nbformat
 from nbformat.v4 import new_code_cell
 
 from gmlib import grading, sandbox
-from gmlib.references import REFERENCES
 from gmlib.grading import (
     REPO_ROOT,
     _nbgrader,
@@ -61,6 +60,7 @@ from gmlib.grading import (
     source_path,
     validate_submission,
 )
+from gmlib.references import REFERENCES
 
 __all__ = [
     "Mutant",
@@ -605,6 +605,7 @@ def _borrow_references(ctx):
     or straight from the registry."""
     names = sorted(REFERENCES.get(ctx.lab, {}))
     nb = ctx.copy("release")
+    borrowed = 0  # alternate between the two ways, across the notebook
     for c in nb.cells:
         if not _nbgrader(c).get("solution"):
             continue
@@ -613,9 +614,10 @@ def _borrow_references(ctx):
         if not defined:
             continue
         lines = ["from gmlib.references import REFERENCES as _REFS, reference_versions as _borrow", ""]
-        for i, name in enumerate(defined):
+        for name in defined:
             lines += ["", f"def {name}(*args, **kwargs):"]
-            if i % 2 == 0:
+            borrowed += 1
+            if borrowed % 2:
                 lines += [f"    with _borrow(globals(), {ctx.lab!r}, {name!r}):",
                           f"        return globals()[{name!r}](*args, **kwargs)"]
             else:
