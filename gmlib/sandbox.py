@@ -13,8 +13,9 @@ What is protected, and how
     The kernel gets its own copy of the mount table (``unshare(CLONE_NEWNS)``, then ``/``
     made recursively private, so that nothing mounted there can propagate back to the
     host). In that private copy each :attr:`SandboxPolicy.hide` directory (the course
-    root, the repository, the grader's ``HOME``, ``/root``, ``/home``) is covered by an
-    empty read-only ``tmpfs``; a hidden *file* is covered by a read-only ``/dev/null``.
+    root, the repository, the grader's ``HOME``, and every top-level directory that is not
+    a system one: ``/root``, ``/home``, ``/opt``, ``/srv``, ``/mnt``, ``/work``..., where
+    other checkouts of the course may lie) is covered by an empty read-only ``tmpfs``; a hidden *file* is covered by a read-only ``/dev/null``.
     Each :attr:`SandboxPolicy.scratch` directory (the temp dir, ``/dev/shm``,
     ``/var/tmp``, ``/run/lock``) is covered by a fresh, private, size-limited writable
     ``tmpfs`` -- so the temp dir is hidden too, and what the kernel writes there vanishes
@@ -273,13 +274,30 @@ _SERVICE_SOCKETS = ("/run/postgresql", "/var/run/postgresql", "/run/mysqld", "/v
                     "/run/docker.sock", "/var/run/docker.sock", "/run/dbus", "/var/run/dbus")
 
 
+def _top_level_dirs() -> list[Path]:
+    """The directories of ``/`` that are not system directories nor the temp dir (which gets a
+    scratch tmpfs): ``/home``, ``/root``, ``/opt``, ``/srv``, ``/mnt``, ``/media``, ``/work``..."""
+    try:
+        entries = sorted(os.listdir("/"))
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        path = Path("/") / entry
+        if path.is_dir() and not path.is_symlink() and not _is_system_dir(str(path)) and str(path) != "/tmp":
+            out.append(path)
+    return out
+
+
 def default_hidden() -> list[Path]:
     """Paths hidden by default (those that exist): the repository (``solutions/``, ``tests/``),
     the current directory (nbgrader runs from the course root: the gradebook, every
-    submission), the grader's home, ``/root``, ``/home``, nbgrader's exchange, and the unix
-    sockets of local services (PostgreSQL, MySQL, Docker, D-Bus, ``/run/user``)."""
+    submission), the grader's home, every top-level directory that is not a system one
+    (``/root``, ``/home``, ``/opt``, ``/work``...: other copies of the course may lie there;
+    the interpreter and the virtualenv are mounted back read-only), nbgrader's exchange, and
+    the unix sockets of local services (PostgreSQL, MySQL, Docker, D-Bus, ``/run/user``)."""
     out: list[Path] = []
-    candidates = [_repo_root(), Path.cwd(), Path(os.path.expanduser("~")), Path("/root"), Path("/home"),
+    candidates = [_repo_root(), Path.cwd(), Path(os.path.expanduser("~")), *_top_level_dirs(),
                   Path("/srv/nbgrader/exchange"), *(Path(p) for p in _SERVICE_SOCKETS)]
     for p in candidates:
         if p is not None and p.exists() and not _is_system_dir(str(p)) and p not in out:

@@ -449,3 +449,14 @@ def test_kernel_manager_interrupt_and_shutdown(tmp_path, probed):
     if probed["pid_namespace"]:
         assert not leftover, "a process started by the kernel survived its shutdown"
     assert km._sandbox_base is None  # runtime directory removed
+
+
+def test_every_top_level_directory_but_the_system_ones_is_hidden():
+    # other checkouts of the course (solutions included) may lie anywhere outside the system
+    # directories: /work, /opt, /srv, /home... are all covered; the interpreter is mounted back
+    hidden = {str(p) for p in sandbox.default_hidden()}
+    for entry in os.listdir("/"):
+        path = os.path.join("/", entry)
+        if os.path.isdir(path) and not os.path.islink(path) and path != "/tmp" and not sandbox._is_system_dir(path):
+            assert path in hidden, path
+    assert not hidden & {"/usr", "/etc", "/lib", "/proc", "/tmp"}
