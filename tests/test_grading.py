@@ -381,11 +381,15 @@ def _points_lost(source_nb, results) -> float:
 MUTANT_CASES = [(lab, *m) for lab, ms in MUTANTS.items() for m in ms]
 
 
+def _exercises(nb) -> list[str]:
+    return sorted({grading.exercise_of(_nbgrader_meta(c)["grade_id"]) for c in _grade_cells(nb)})
+
+
 @pytest.mark.parametrize("lab", LABS)
 def test_every_exercise_has_plausible_mistakes(lab):
     assert lab in MUTANTS, f"{lab}: no tests/mutants/{lab}.py with plausible mistakes"
     nb = _read(grading.source_path(lab))
-    exercises = {grading.exercise_of(_nbgrader_meta(c)["grade_id"]) for c in _grade_cells(nb)}
+    exercises = set(_exercises(nb))
     covered = {grading.exercise_of(grade_id) for _, grade_id, _ in MUTANTS[lab]}
     assert exercises <= covered, f"{lab}: no plausible mistakes listed for {sorted(exercises - covered)}"
 
@@ -393,14 +397,9 @@ def test_every_exercise_has_plausible_mistakes(lab):
 @pytest.mark.parametrize("lab", sorted(MUTANTS))
 def test_solution_passes_every_test_cell_in_process(lab):
     nb = _read(grading.source_path(lab))
-    exercises = sorted({grading.exercise_of(_nbgrader_meta(c)["grade_id"]) for c in _grade_cells(nb)})
-    for ex in exercises:
+    for ex in _exercises(nb):
         results = _run_exercise(nb, ex, {})
         assert results and not any(results.values()), results
-
-
-def _exercises(nb) -> list[str]:
-    return sorted({grading.exercise_of(_nbgrader_meta(c)["grade_id"]) for c in _grade_cells(nb)})
 
 
 ALONE_CASES = [(lab, ex) for lab in LABS for ex in _exercises(_read(grading.source_path(lab)))]
