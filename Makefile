@@ -24,7 +24,7 @@ PYTEST_ARGS ?=
 BUILD      := _build
 
 # nbgrader runs `alembic` from PATH: make the venv's win for nbgrader started from `make lab`
-# (the formgrader) or by hand; gmlib.grading sets PATH for its own nbgrader calls.
+# (the formgrader) or by hand; autograder.grading sets PATH for its own nbgrader calls.
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
@@ -96,13 +96,13 @@ test-labs: $(STAMP)
 	$(BIN)/pytest --nbval-lax solutions/ -q -p no:cacheprovider $(PYTEST_ARGS)
 
 grade: $(STAMP)
-	$(BIN)/python -m gmlib.grading demo
+	$(BIN)/python -m autograder demo
 
 # The autograder's integrity figures: every mutant of every lab autograded by nbgrader, and the
 # hostile submissions (INTEGRITY_ARGS, e.g. "--per-exercise 1" for a quicker run)
 INTEGRITY_ARGS ?=
 integrity: $(STAMP)
-	$(BIN)/python -m gmlib.integrity figures $(INTEGRITY_ARGS)
+	$(BIN)/python -m autograder.integrity figures $(INTEGRITY_ARGS)
 
 # Every gmlib/bench/<name>.py, each printing its figures; BENCH_ARGS go to each, e.g. "--device cuda"
 BENCH_ARGS ?=

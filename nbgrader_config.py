@@ -7,15 +7,18 @@
     _grading/feedback/<student>/labNN/     feedback                            (gitignored)
     _grading/gradebook.db                  gradebook (sqlite)                  (gitignored)
 
-Set ``GMLIB_GRADEBOOK_URL`` to any SQLAlchemy URL (e.g.
+Set ``AUTOGRADER_GRADEBOOK_URL`` to any SQLAlchemy URL (e.g.
 ``postgresql://grader@db.example.org/dgm``) to keep the gradebook elsewhere.
 
 Run nbgrader from the repository root with the virtualenv activated (nbgrader runs the
 ``alembic`` executable it finds on PATH), e.g. ``nbgrader autograde lab01``; or use
-``python -m gmlib.grading`` (``release``, ``check-release``, ``demo``), which runs
-nbgrader on a scratch copy of the course. This file works wherever it is copied:
-the course root is the directory that holds it.
+``python -m autograder`` (``release``, ``check-release``, ``autograde``, ``demo``), which runs
+nbgrader on a scratch copy of the course where it can. This file works wherever it is copied:
+the course root is the directory that holds it. The autograder (the top-level package
+``autograder``) knows nothing of this course but what this file tells it: the course's library
+packages, its reference versions, its mutants and its example submissions (``c.Autograder``).
 """
+import importlib.util
 import os
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
@@ -33,9 +36,8 @@ from nbgrader.preprocessors import (
     SaveAutoGrades,
 )
 
-from gmlib.grading import HideHiddenTests, RestoreCells, StderrToStdout
-from gmlib.guard import GuardedExecute
-from gmlib.sandbox import SandboxedKernelManager
+from autograder.preprocessors import GuardedExecute, HideHiddenTests, RestoreCells, StderrToStdout
+from autograder.sandbox import SandboxedKernelManager
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -51,17 +53,22 @@ c.CourseDirectory.autograded_directory = os.path.join(GRADING, "autograded")
 c.CourseDirectory.feedback_directory = os.path.join(GRADING, "feedback")
 c.CourseDirectory.solution_directory = os.path.join(GRADING, "solution")
 c.CourseDirectory.source_with_tests_directory = os.path.join(GRADING, "source_with_tests")
-if os.environ.get("GMLIB_GRADEBOOK_URL"):
-    c.CourseDirectory.db_url = os.environ["GMLIB_GRADEBOOK_URL"]
+# The course's own settings for the autograder: the plausible mistakes of each lab (integrity
+# testing) and the example submissions (`python -m autograder demo`), relative to this directory.
+c.Autograder.mutants_dir = os.path.join("tests", "mutants")
+c.Autograder.submissions_dir = os.path.join("tests", "submissions")
+
+if os.environ.get("AUTOGRADER_GRADEBOOK_URL"):
+    c.CourseDirectory.db_url = os.environ["AUTOGRADER_GRADEBOOK_URL"]
 else:
     os.makedirs(os.path.join(ROOT, GRADING), exist_ok=True)  # sqlite does not create directories
     c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, GRADING, "gradebook.db")
 
 # Execution: each lab runs in well under a minute; a cell gets two minutes at most
 # (nbgrader's Execute defaults to 30 s), a kernel one minute to start. The environment may
-# lower them (the hostile-submission checks of gmlib.integrity do, so that an infinite loop
+# lower them (the hostile-submission checks of autograder.integrity do, so that an infinite loop
 # costs seconds).
-CELL_TIMEOUT = int(os.environ.get("GMLIB_GRADING_CELL_TIMEOUT", "120"))
+CELL_TIMEOUT = int(os.environ.get("AUTOGRADER_CELL_TIMEOUT", "120"))
 c.ExecutePreprocessor.timeout = CELL_TIMEOUT
 c.Execute.timeout = CELL_TIMEOUT
 c.Execute.startup_timeout = 60
@@ -81,19 +88,31 @@ c.Autograde.sanitize_preprocessors = [
 ]
 c.RestoreCells.release_directory = os.path.join(ROOT, "notebooks")
 
-# Execution: GuardedExecute (gmlib.guard) in place of nbgrader's Execute: the per-cell limit
-# above plus a per-notebook wall-clock budget, a dead kernel (crash, os._exit, memory cap)
-# scores what ran before it, outputs are capped as they arrive (errors always kept), and an
-# in-kernel guard puts back, before every test cell, whatever the submission rebound that the
-# tests rely on, and refuses calls from student code to the reference functions a lab forbids
-# (notebook metadata gmlib.forbidden). Its kernels start in the sandbox of gmlib.sandbox: an
-# unprivileged user, CPU/memory/file-size/process limits, no network, and a filesystem view
-# without the course, the repository (gmlib aside), other students or the temp directories.
-# GMLIB_SANDBOX=off|auto|required (default auto: what the machine allows, reported by
-# `python -m gmlib.sandbox probe`), GMLIB_SANDBOX_MEMORY_MB, GMLIB_SANDBOX_CPU_SECONDS.
-c.GuardedExecute.notebook_timeout = int(os.environ.get("GMLIB_GRADING_NOTEBOOK_TIMEOUT", "1800"))
+# Execution: GuardedExecute (autograder.preprocessors) in place of nbgrader's Execute: the
+# per-cell limit above plus a per-notebook wall-clock budget, a dead kernel (crash, os._exit,
+# memory cap) scores what ran before it, outputs are capped as they arrive (errors always kept),
+# and an in-kernel guard (autograder.kernel.guard) puts back, before every test cell, whatever the
+# submission rebound that the tests rely on, and refuses calls from student code to the reference
+# functions a lab forbids (notebook metadata autograder.forbidden) and to every reference version
+# of labrefs. Its kernels start in the sandbox of autograder.sandbox: an unprivileged user,
+# CPU/memory/file-size/process limits, no network, and a filesystem view without the course, the
+# repository (the autograder and the course's library packages aside, read-only), other students
+# or the temp directories. AUTOGRADER_SANDBOX=off|auto|required (default auto: what the machine
+# allows, reported by `python -m autograder.sandbox probe`), AUTOGRADER_SANDBOX_MEMORY_MB,
+# AUTOGRADER_SANDBOX_CPU_SECONDS.
+c.GuardedExecute.notebook_timeout = int(os.environ.get("AUTOGRADER_NOTEBOOK_TIMEOUT", "1800"))
 c.GuardedExecute.kernel_manager_class = SandboxedKernelManager
+# The course's library packages: gmlib (the reference library) and labrefs (the reference
+# versions that isolate the exercises; every function in it is forbidden to student code).
+c.GuardedExecute.library_packages = ["gmlib", "labrefs"]
+c.GuardedExecute.reference_modules = ["labrefs"]
 c.SandboxedKernelManager.hide = [ROOT]
+# where the installed packages lie (a scratch copy of this file is not beside them)
+_LIBRARY_DIRS = [os.path.dirname(importlib.util.find_spec(name).origin) for name in c.GuardedExecute.library_packages]
+# gmlib's data cache (the digit classifier Lab 6 measures with), read-only in the kernel
+_CACHE = os.environ.get("GMLIB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gmlib")
+c.SandboxedKernelManager.read_only = [*_LIBRARY_DIRS, _CACHE]
+c.SandboxedKernelManager.kernel_env = {"GMLIB_CACHE": _CACHE} if os.path.isdir(_CACHE) else {}
 
 # Autograding: nbgrader's default preprocessors, in nbgrader's order (GuardedExecute for Execute), plus StderrToStdout
 # between Execute and SaveAutoGrades. nbgrader gives 0 points to a test cell with ANY stderr

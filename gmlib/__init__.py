@@ -18,10 +18,10 @@ lds          Chapter 3: linear dynamical systems (Kalman filter, RTS smoother, E
 rbm          Chapter 4: restricted Boltzmann machines (CD-k, PCD, exact log Z, AIS)
 likelihoods  observation models p(x | decoder output): Bernoulli, categorical, discretized logistic, Gaussian
 vae          Chapter 5: variational autoencoders (ELBO, IWAE, KL warm-up, free bits, conditional VAE, completion)
+gan          Chapter 6: generative adversarial networks (five objectives, gradient penalty, D*)
+recipes      the protocols that train the book's models, shared by each page and its benchmark script
 pretrained   trained weights the book ships (gmlib/weights), each made by a benchmark script
-gan          Chapter 6: generative adversarial networks (five objectives, gradient penalty, D*, recipes)
 bench        benchmark scripts that print speed figures (python -m gmlib.bench.<name>)
-grading      nbgrader integration for the labs
 """
 from .device import describe_device, get_device
 from .train import History, train

@@ -1,7 +1,7 @@
 """The gradebook works in PostgreSQL, not only SQLite.
 
 nbgrader keeps grades in any SQLAlchemy database; ``nbgrader_config.py`` takes
-the URL from ``GMLIB_GRADEBOOK_URL``. This test starts a throwaway PostgreSQL
+the URL from ``AUTOGRADER_GRADEBOOK_URL``. This test starts a throwaway PostgreSQL
 cluster (a Unix socket in a temporary directory, no network), autogrades two
 example submissions into it and reads the scores back from PostgreSQL.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gmlib import grading
+from autograder import grading
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMISSIONS = ROOT / "tests" / "submissions" / "lab01"

@@ -1,4 +1,4 @@
-"""The nbgrader pipeline (gmlib.grading, nbgrader_config.py) and the labs it grades.
+"""The nbgrader pipeline (autograder, nbgrader_config.py) and the labs it grades.
 
 Every lab found under ``solutions/labNN/labNN.ipynb`` is checked, so a new lab needs no change
 here except its plausible mistakes in ``tests/mutants/<lab>.py`` (and entries in EXPECTED if it
@@ -7,7 +7,7 @@ has example submissions in tests/submissions):
 - its source notebook follows the lab conventions and has been executed;
 - (fast, in-process) every lab lists plausible mistakes for every exercise, and each loses
   points in its exercise;
-- (slow) one ``python -m gmlib.grading demo`` run on a scratch copy of the course grades, per
+- (slow) one ``python -m autograder demo`` run on a scratch copy of the course grades, per
   lab, the solution (full marks), the blank release (0), the solution with a PyTorch warning
   on stderr in every cell (full marks) and the example submissions of tests/submissions
   (expected scores), plus malformed submissions that must be reported, not crash the batch;
@@ -37,10 +37,10 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from gmlib import grading
-from gmlib.grading import StderrToStdout
+from autograder import grading
+from autograder.preprocessors import HIDDEN_PLACEHOLDER, HideHiddenTests, RestoreCells, StderrToStdout
 
-REPO = grading.REPO_ROOT
+REPO = Path(__file__).resolve().parents[1]
 LABS = grading.discover_labs(REPO)
 SUBMISSIONS = REPO / "tests" / "submissions"
 
@@ -125,7 +125,7 @@ def _grade_cells(nb) -> list:
 def test_labs_are_discovered():
     assert "lab01" in LABS
     for lab in LABS:
-        assert grading.release_path(lab).is_file(), f"{lab} has no committed release: run python -m gmlib.grading release {lab}"
+        assert grading.release_path(lab).is_file(), f"{lab} has no committed release: run python -m autograder release {lab}"
 
 
 def test_discover_labs_picks_up_new_labs(tmp_path):
@@ -212,9 +212,9 @@ def _load_config(tmp_path, monkeypatch, url=None):
 
     shutil.copy2(REPO / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
     if url is None:
-        monkeypatch.delenv("GMLIB_GRADEBOOK_URL", raising=False)
+        monkeypatch.delenv("AUTOGRADER_GRADEBOOK_URL", raising=False)
     else:
-        monkeypatch.setenv("GMLIB_GRADEBOOK_URL", url)
+        monkeypatch.setenv("AUTOGRADER_GRADEBOOK_URL", url)
     return PyFileConfigLoader("nbgrader_config.py", path=str(tmp_path)).load_config()
 
 
@@ -236,7 +236,7 @@ def test_config_keeps_nbgrader_defaults_in_order(tmp_path, monkeypatch):
     from nbgrader.preprocessors import Execute, SaveAutoGrades
 
     cfg = _load_config(tmp_path, monkeypatch)
-    from gmlib.guard import GuardedExecute
+    from autograder.preprocessors import GuardedExecute
 
     configured = list(cfg.Autograde.autograde_preprocessors)
     assert configured.count(StderrToStdout) == 1
@@ -247,14 +247,14 @@ def test_config_keeps_nbgrader_defaults_in_order(tmp_path, monkeypatch):
     assert configured.index(GuardedExecute) < configured.index(StderrToStdout) < configured.index(SaveAutoGrades)
     # sanitising: RestoreCells first, then nbgrader's own sanitising, unchanged and in order
     sanitize = list(cfg.Autograde.sanitize_preprocessors)
-    assert sanitize[0] is grading.RestoreCells
+    assert sanitize[0] is RestoreCells
     assert sanitize[1:] == list(Autograde.class_traits()["sanitize_preprocessors"].default())
     assert cfg.RestoreCells.release_directory == str(tmp_path / "notebooks")
     from nbgrader.converters import GenerateFeedback
 
     feedback = list(cfg.GenerateFeedback.preprocessors)
-    assert grading.HideHiddenTests in feedback
-    assert [p for p in feedback if p is not grading.HideHiddenTests] == list(GenerateFeedback.class_traits()["preprocessors"].default())
+    assert HideHiddenTests in feedback
+    assert [p for p in feedback if p is not HideHiddenTests] == list(GenerateFeedback.class_traits()["preprocessors"].default())
 
 
 def test_hide_hidden_tests_removes_their_source_and_tracebacks():
@@ -270,12 +270,12 @@ def test_hide_hidden_tests_removes_their_source_and_tracebacks():
         "traceback": ["Traceback (most recent call last):", *quoted, "AssertionError: the entropy of a uniform vector is log K"],
     })]
     visible_source = visible[0].source
-    out, _ = grading.HideHiddenTests().preprocess(nb, {})
+    out, _ = HideHiddenTests().preprocess(nb, {})
     text = json.dumps(out)
     for line in quoted:
         if len(line.strip()) > 25:
             assert json.dumps(line.strip())[1:-1] not in text, line
-    assert grading.HIDDEN_PLACEHOLDER.strip() in hidden[0].source
+    assert HIDDEN_PLACEHOLDER.strip() in hidden[0].source
     assert hidden[0].outputs[0].traceback[0] == "AssertionError: the entropy of a uniform vector is log K"
     assert visible[0].source == visible_source  # visible tests stay as they are
 
@@ -409,7 +409,7 @@ ALONE_CASES = [(lab, ex) for lab in LABS for ex in _exercises(_read(grading.sour
 def test_each_exercise_scores_full_marks_with_every_other_exercise_blank(lab, exercise):
     """Exercise isolation: with every other solution cell as released (``raise NotImplementedError``)
     the exercise's test cells all pass. Its score then cannot depend on another exercise's code: tests
-    that call an earlier exercise's function run under ``gmlib.references.reference_versions``."""
+    that call an earlier exercise's function run under ``labrefs.reference_versions``."""
     nb = _read(grading.source_path(lab))
     release = _cells_by_id(_read(grading.release_path(lab)))
     blank = {
@@ -422,7 +422,7 @@ def test_each_exercise_scores_full_marks_with_every_other_exercise_blank(lab, ex
     failed = {g: err for g, err in results.items() if err}
     assert results and not failed, (
         f"{lab} {exercise} depends on other exercises' solutions: {failed}; run the calls of those "
-        "functions under reference_versions(globals(), lab, name, ...) (gmlib.references)")
+        "functions under reference_versions(globals(), lab, name, ...) (labrefs)")
 
 
 @pytest.mark.parametrize("lab,name,grade_id,edits", MUTANT_CASES, ids=[f"{c[0]}-{c[1]}" for c in MUTANT_CASES])
@@ -469,7 +469,7 @@ def _without_grade_id(nb):
 
 @pytest.fixture(scope="session")
 def graded(tmp_path_factory):
-    """Run ``python -m gmlib.grading demo`` once on a scratch course with every submission."""
+    """Run ``python -m autograder demo`` once on a scratch course with every submission."""
     tmp = tmp_path_factory.mktemp("grading")
     subs = tmp / "submissions"
     if SUBMISSIONS.is_dir():
@@ -485,10 +485,10 @@ def graded(tmp_path_factory):
         _add(subs, first, f"auto-{student}", text)
     _add(subs, first, "auto-no-grade-id", _without_grade_id(_read(grading.release_path(first))))
     root = tmp / "course"
-    env = {k: v for k, v in os.environ.items() if k != "GMLIB_GRADEBOOK_URL"}
+    env = {k: v for k, v in os.environ.items() if k != "AUTOGRADER_GRADEBOOK_URL"}
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "gmlib.grading", "demo", "--root", str(root), "--submissions", str(subs)],
+        [sys.executable, "-m", "autograder", "--course", str(REPO), "demo", "--root", str(root), "--submissions", str(subs)],
         cwd=tmp, env=env, capture_output=True, text=True,
     )
     elapsed = time.perf_counter() - start
@@ -548,7 +548,7 @@ def test_committed_release_matches_generate_assignment(graded, lab):
     generated = _read(graded["course"].path("release", ".", lab))
     committed = _read(grading.release_path(lab))
     problems = grading.compare_notebooks(generated, committed)
-    assert not problems, f"{lab}: notebooks/ is stale (run python -m gmlib.grading release {lab}): {problems}"
+    assert not problems, f"{lab}: notebooks/ is stale (run python -m autograder release {lab}): {problems}"
     # what nbgrader generated: outputs cleared, solutions stubbed, hidden tests removed
     text = json.dumps(generated)
     assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
@@ -617,9 +617,9 @@ def test_check_release_fails_on_a_stale_release_and_release_fixes_it(tmp_path):
     test_cell.source += "\nassert True  # a new visible check"
     nbformat.write(source, str(repo / "solutions" / lab / f"{lab}.ipynb"))
     committed = (repo / "notebooks" / lab / f"{lab}.ipynb").read_bytes()
-    env = {k: v for k, v in os.environ.items() if k != "GMLIB_GRADEBOOK_URL"}
+    env = {k: v for k, v in os.environ.items() if k != "AUTOGRADER_GRADEBOOK_URL"}
     proc = subprocess.run(
-        [sys.executable, "-m", "gmlib.grading", "--repo", str(repo), "check-release", lab],
+        [sys.executable, "-m", "autograder", "--course", str(repo), "check-release", lab],
         cwd=tmp_path, env=env, capture_output=True, text=True,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr

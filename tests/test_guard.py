@@ -1,7 +1,7 @@
-"""gmlib.guard: time, crash and output limits, and the in-kernel guard against hostile notebooks.
+"""The autograder's guard (autograder.kernel.guard, driven by autograder.preprocessors.execute): time, crash and output limits, and the in-kernel guard against hostile notebooks.
 
 Small synthetic notebooks (a read-only setup cell, a solution cell, grade cells, with nbgrader
-metadata) run through :class:`gmlib.guard.GuardedExecute` exactly as nbgrader's autograde would
+metadata) run through :class:`autograder.preprocessors.GuardedExecute` exactly as nbgrader's autograde would
 run them, and nbgrader's own ``determine_grade`` says which cells earned their points.
 
 - limits: an infinite loop times out and the next cells still run; 100 MB of printing is cut
@@ -32,7 +32,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from gmlib import guard
+from autograder.kernel import guard
+from autograder.preprocessors import execute
 
 nbgrader_utils = pytest.importorskip("nbgrader.utils")
 determine_grade = nbgrader_utils.determine_grade
@@ -66,13 +67,15 @@ def _notebook(cells, forbidden=None):
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     if forbidden:
-        nb.metadata["gmlib"] = {"forbidden": forbidden}
+        nb.metadata["autograder"] = {"forbidden": forbidden}
     return nb
 
 
 def _run(nb, tmp_path, **traits):
     """Execute ``nb`` with GuardedExecute; (notebook, seconds, the preprocessor)."""
-    preprocessor = guard.GuardedExecute(**traits)
+    traits.setdefault("library_packages", ["gmlib", "labrefs"])  # as nbgrader_config.py sets them
+    traits.setdefault("reference_modules", ["labrefs"])
+    preprocessor = execute.GuardedExecute(**traits)
     start = time.perf_counter()
     nb, _ = preprocessor.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
     return nb, time.perf_counter() - start, preprocessor
@@ -135,12 +138,12 @@ def test_bound_names_sees_every_kind_of_module_level_binding():
 
 
 def test_death_reasons_name_the_signal_and_the_likely_cause():
-    assert "SIGKILL" in guard._death_reason(-9) and "memory" in guard._death_reason(-9)
-    assert "SIGKILL" in guard._death_reason(128 + 9)  # a wrapper that reports the signal as 128 + n
-    assert "SIGSEGV" in guard._death_reason(-11)
-    assert "CPU" in guard._death_reason(-24)
-    assert "status 1" in guard._death_reason(1) and "os._exit" in guard._death_reason(1)
-    assert "unknown" in guard._death_reason(None)
+    assert "SIGKILL" in execute._death_reason(-9) and "memory" in execute._death_reason(-9)
+    assert "SIGKILL" in execute._death_reason(128 + 9)  # a wrapper that reports the signal as 128 + n
+    assert "SIGSEGV" in execute._death_reason(-11)
+    assert "CPU" in execute._death_reason(-24)
+    assert "status 1" in execute._death_reason(1) and "os._exit" in execute._death_reason(1)
+    assert "unknown" in execute._death_reason(None)
 
 
 def _message(msg_type, **content):
@@ -151,7 +154,7 @@ def _message(msg_type, **content):
 @pytest.fixture
 def capped():
     """A GuardedExecute ready to take output messages for one cell, with small caps."""
-    preprocessor = guard.GuardedExecute(max_cell_output_bytes=1000, max_notebook_output_bytes=1500,
+    preprocessor = execute.GuardedExecute(max_cell_output_bytes=1000, max_notebook_output_bytes=1500,
                                         max_error_outputs=3, max_error_bytes=2000)
     preprocessor._nb_bytes = 0
     preprocessor._reset_cell_state()
@@ -199,7 +202,7 @@ def test_errors_survive_clear_output_and_the_caps(capped):
     capped.output(outs, _message("error", ename="ValueError", evalue="v" * 10_000,
                                  traceback=["frame %d" % i + " " * 500 for i in range(100)]), None, 0)
     big = [o for o in outs if o.get("ename") == "ValueError"][0]
-    assert guard._error_size(big) <= 4000 and "shortened by the grader" in big.traceback[1]
+    assert execute._error_size(big) <= 4000 and "shortened by the grader" in big.traceback[1]
 
 
 def test_trampolines_check_the_caller_whatever_the_alias():
@@ -537,7 +540,7 @@ HONEST = [  # tests that the submission passes honestly, guard or not
     ("honest_released", "assert sample() == 3.0"),
 ]
 # after everything: the student breaks the guard itself; the next test fails even though it is right
-BREAK_GUARD = ("broken_guard", 'import sys, types\nsys.modules["gmlib.guard"] = types.ModuleType("gmlib.guard")',
+BREAK_GUARD = ("broken_guard", 'import sys, types\nsys.modules["autograder.kernel.guard"] = types.ModuleType("autograder.kernel.guard")',
                "assert answer() == 2.0")
 
 
@@ -628,11 +631,11 @@ def test_the_guard_costs_little(attacked):
 def _lab_notebook(lab):
     """The source notebook (hidden tests in full, as autograde runs them) with its forbidden list."""
     nb = nbformat.read(str(REPO / "solutions" / lab / f"{lab}.ipynb"), as_version=4)
-    if not nb.metadata.get("gmlib", {}).get("forbidden"):
+    if not nb.metadata.get("autograder", {}).get("forbidden"):
         for cell in nb.cells:
             match = re.search(r"^FORBIDDEN = (\{.*?^\})", cell.source, re.M | re.S)
             if match and cell.metadata.get("nbgrader", {}).get("locked"):
-                nb.metadata.setdefault("gmlib", {})["forbidden"] = ast.literal_eval(match.group(1))
+                nb.metadata.setdefault("autograder", {})["forbidden"] = ast.literal_eval(match.group(1))
     return nb
 
 
@@ -654,13 +657,13 @@ def test_lab01_solution_keeps_full_marks_under_the_guard(tmp_path):
 @pytest.mark.slow
 def test_lab06_solution_keeps_full_marks_under_the_guard(tmp_path):
     nb = _lab_notebook("lab06")
-    assert nb.metadata["gmlib"]["forbidden"]["gmlib.gan"]  # its forbidden references are enforced
+    assert nb.metadata["autograder"]["forbidden"]["gmlib.gan"]  # its forbidden references are enforced
     nb, seconds, preprocessor = _run(copy.deepcopy(nb), tmp_path, timeout=600)
     _check_full_marks(nb)
     print(f"\nlab06 under the guard: {seconds:.1f} s, of which the guard {preprocessor.guard_seconds}")
 
 
-# Exercise isolation (gmlib.references): the later exercise's tests bind the reference versions of
+# Exercise isolation (labrefs): the later exercise's tests bind the reference versions of
 # the earlier exercises' functions; a solution cell cannot borrow them to pass its own exercise.
 BORROWED_REPARAMETERIZE = {
     "through_reference_versions": '''\
@@ -669,7 +672,7 @@ def reparameterize(mean, log_var, n):
         return globals()["reparameterize"](mean, log_var, n)
 ''',
     "through_the_registry": '''\
-from gmlib.references import REFERENCES
+from labrefs import REFERENCES
 
 
 def reparameterize(mean, log_var, n):
@@ -693,10 +696,10 @@ def test_a_solution_cannot_borrow_the_reference_versions(tmp_path, how):
 
 
 def test_a_forbidden_method_is_refused_to_the_solution_and_allowed_to_the_tests(tmp_path):
-    # Lab 1 forbids ConjugateGaussian.elbo_mc (a dotted name in metadata.gmlib.forbidden): the
+    # Lab 1 forbids ConjugateGaussian.elbo_mc (a dotted name in metadata.autograder.forbidden): the
     # hidden tests compare with it; an elbo_mc that returns it must earn nothing.
     nb = _lab_notebook("lab01")
-    assert "ConjugateGaussian.elbo_mc" in nb.metadata["gmlib"]["forbidden"]["gmlib.probability"]
+    assert "ConjugateGaussian.elbo_mc" in nb.metadata["autograder"]["forbidden"]["gmlib.probability"]
     _by_id(nb)["ex5_solution"].source = (
         "def elbo_mc(model, x, q_mean, q_log_var, n):\n    return model.elbo_mc(x, q_mean, q_log_var, n)\n")
     nb, _, preprocessor = _run(nb, tmp_path, timeout=300)

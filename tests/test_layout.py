@@ -53,3 +53,37 @@ def test_cited_keys_exist_in_the_bibliography():
         for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", page.read_text()):
             for key in group.split(","):
                 assert key.strip() in keys, f"{page.name} cites {key.strip()!r}, missing from references.bib"
+
+
+def _imports_after(code: str) -> set[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return {m.split(".")[0] for m in out.stdout.split()}
+
+
+def test_gmlib_depends_on_the_numerical_stack_only():
+    """gmlib (every module) never imports the autograder, nbgrader or the Jupyter machinery."""
+    modules = sorted(p.stem for p in (ROOT / "gmlib").glob("*.py") if not p.stem.startswith("__"))
+    loaded = _imports_after("\n".join(f"import gmlib.{m}" for m in modules))
+    grader = {"autograder", "labrefs", "nbgrader", "nbformat", "nbclient", "traitlets", "jupyter_client",
+              "dask", "distributed", "sqlalchemy", "IPython", "ipykernel"}
+    assert not loaded & grader, sorted(loaded & grader)
+    for path in (ROOT / "gmlib").rglob("*.py"):
+        text = path.read_text()
+        assert "REPO_ROOT" not in text and "tests/mutants" not in text, f"{path} knows the checkout's layout"
+
+
+def test_the_kernel_side_of_the_autograder_imports_the_standard_library_only():
+    loaded = _imports_after("import autograder.kernel.guard, autograder.kernel.references")
+    third_party = {"nbgrader", "nbformat", "nbclient", "traitlets", "jupyter_client", "dask", "torch", "numpy", "gmlib"}
+    assert not loaded & third_party, sorted(loaded & third_party)
+
+
+def test_the_autograder_bakes_in_no_path_of_this_checkout():
+    for path in (ROOT / "autograder").rglob("*.py"):
+        text = path.read_text()
+        for needle in ("REPO_ROOT", "tests/mutants", '"tests" / "mutants"', "tests/submissions", "/work/"):
+            assert needle not in text, f"{path.relative_to(ROOT)} names {needle!r}"

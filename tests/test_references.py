@@ -1,4 +1,4 @@
-"""The reference versions that isolate the labs' exercises (gmlib.references).
+"""The reference versions that isolate the labs' exercises (labrefs, bound by autograder.kernel.references).
 
 Each one must agree with the solution notebook's own function (``tests/references/<lab>.py`` lists the
 inputs, random functions included: with the same seed they must draw the same noise), every one is
@@ -15,8 +15,10 @@ import nbformat
 import pytest
 import torch
 
-from gmlib import grading, references
-from gmlib.references import REFERENCES, reference_versions
+import labrefs as references
+from autograder import grading
+from autograder.kernel import references as mechanism
+from labrefs import REFERENCES, reference_versions
 
 CASES_DIR = Path(__file__).resolve().parent / "references"
 
@@ -74,7 +76,7 @@ def test_reference_version_agrees_with_the_solution(namespaces, lab, name):
 
 def test_every_lab_with_cases_has_references():
     for path in sorted(CASES_DIR.glob("lab*.py")):
-        assert path.stem in REFERENCES, f"{path.name} lists cases but gmlib.references has no {path.stem}"
+        assert path.stem in REFERENCES, f"{path.name} lists cases but labrefs has no {path.stem}"
         assert set(_cases(path.stem)) <= set(REFERENCES[path.stem]), path.name
 
 
@@ -104,9 +106,11 @@ def test_reference_versions_names_what_is_wrong():
 
 
 def test_the_guard_forbids_every_function_of_the_module():
-    from gmlib.guard import _references_forbidden
+    from autograder.preprocessors.execute import _references_forbidden
 
-    names = _references_forbidden()["gmlib.references"]
-    assert "reference_versions" in names and "guarded_names" in names
+    forbidden = _references_forbidden(["labrefs"])
+    names = forbidden["labrefs"]
+    assert "reference_versions" in names
+    assert {"bind_references", "module_functions"} <= set(forbidden[mechanism.__name__])
     assert {fn.__name__ for table in REFERENCES.values() for fn in table.values()} <= set(names)
     assert all(callable(getattr(references, n)) for n in names)

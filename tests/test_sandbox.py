@@ -1,4 +1,4 @@
-"""The kernel sandbox of gmlib.sandbox: each protection, tried through the launcher.
+"""The kernel sandbox of autograder.sandbox: each protection, tried through the launcher.
 
 Each test needing a protection is skipped, naming it, where ``probe()`` says it does not
 work on this machine (not root, no CAP_SYS_ADMIN); ``test_probe_summary`` always runs
@@ -20,8 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gmlib import sandbox
-from gmlib.sandbox import SandboxPolicy, SandboxUnavailable, wrap_command
+from autograder.sandbox import launcher as sandbox
+from autograder.sandbox import SandboxPolicy, SandboxUnavailable, wrap_command
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -59,6 +59,7 @@ def layout(tmp_path_factory):
     policy.hide.append(root / "secret")
     policy.read_only.append(root / "data")
     policy.writable.append(root / "work")
+    policy.read_only.append(REPO / "gmlib")  # the course's library, as nbgrader_config.py adds it
     return root, policy
 
 
@@ -130,14 +131,14 @@ def test_probe_summary(probed):
     assert all(isinstance(v, bool) for v in probed.values())
     for name in sandbox.PROTECTIONS:
         assert name.replace("_", " ") in line or name == "drop_privileges"
-    out = subprocess.run([sys.executable, "-m", "gmlib.sandbox", "probe", "--json"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "autograder.sandbox", "probe", "--json"], capture_output=True,
                          text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == probed
 
 
 def test_launcher_reports_what_is_active(checks, probed):
-    line = [x for x in checks["_stderr"].splitlines() if x.startswith("gmlib.sandbox: active:")]
+    line = [x for x in checks["_stderr"].splitlines() if x.startswith("autograder.sandbox: active:")]
     assert len(line) == 1, checks["_stderr"]
     active = line[0].split("|")[0]
     skipped = line[0].split("| skipped:")[1] if "| skipped:" in line[0] else ""
@@ -353,20 +354,20 @@ def test_off_mode_runs_command_unchanged():
 
 
 def test_policy_from_env_and_validation(tmp_path):
-    env = {"GMLIB_SANDBOX": "required", "GMLIB_SANDBOX_MEMORY_MB": "512", "GMLIB_SANDBOX_CPU_SECONDS": "0",
-           "GMLIB_SANDBOX_HIDE": f"{tmp_path}/a{os.pathsep}{tmp_path}/b"}
+    env = {"AUTOGRADER_SANDBOX": "required", "AUTOGRADER_SANDBOX_MEMORY_MB": "512", "AUTOGRADER_SANDBOX_CPU_SECONDS": "0",
+           "AUTOGRADER_SANDBOX_HIDE": f"{tmp_path}/a{os.pathsep}{tmp_path}/b"}
     policy = SandboxPolicy.from_env(env)
     assert policy.mode == "required" and policy.memory_bytes == 512 * MiB and policy.cpu_seconds is None
     assert Path(f"{tmp_path}/b") in policy.hide
     assert SandboxPolicy.from_json(policy.to_json()) == policy
-    with pytest.raises(ValueError, match="GMLIB_SANDBOX"):
-        SandboxPolicy.from_env({"GMLIB_SANDBOX": "sometimes"})
+    with pytest.raises(ValueError, match="AUTOGRADER_SANDBOX"):
+        SandboxPolicy.from_env({"AUTOGRADER_SANDBOX": "sometimes"})
     with pytest.raises(ValueError, match="system directory"):
         SandboxPolicy(hide=[Path("/usr")])
     with pytest.raises(ValueError, match="not absolute"):
         SandboxPolicy(writable=[Path("relative")])
     default = SandboxPolicy()
-    assert REPO in default.hide and REPO / "gmlib" in default.read_only
+    assert REPO in default.hide and REPO / "autograder" in default.read_only
     assert Path(sys.prefix) in default.read_only and default.user == "nobody" and not default.network
 
 

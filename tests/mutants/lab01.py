@@ -65,7 +65,7 @@ MUTANTS = [
 
 # Solutions that call the reference implementations the lab forbids ("Do not call gmlib.probability"),
 # through a module attribute, a default argument and a name imported before: a hostile case of
-# gmlib.integrity; they must earn nothing. (Exercise 5's reference is a method,
+# autograder.integrity; they must earn nothing. (Exercise 5's reference is a method,
 # ConjugateGaussian.elbo_mc: the lab's forbidden list names it with a dotted name.)
 REFERENCE_CALLS = {
     "ex1_solution": (

@@ -1,4 +1,4 @@
-"""Inputs on which Lab 6's reference versions (gmlib.references) must agree with the solution notebook.
+"""Inputs on which Lab 6's reference versions (labrefs) must agree with the solution notebook.
 
 ``CASES[name]`` is a list of functions of the solution namespace ``ns`` returning ``(args, kwargs)``
 or ``(args, kwargs, extract)``; ``tests/test_references.py`` seeds torch, builds the inputs and

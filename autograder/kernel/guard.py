@@ -180,11 +180,9 @@ from __future__ import annotations
 import ast
 import functools
 import gc
-import hashlib
 import hmac
 import importlib
 import json
-import math
 import os
 import re
 import secrets
@@ -195,7 +193,6 @@ import weakref
 
 __all__ = [
     "ForbiddenCall",
-    "GuardedExecute",
     "GuardError",
     "DEFAULT_PROTECTED_MODULES",
     "bound_names",
@@ -217,8 +214,13 @@ DEFAULT_PROTECTED_MODULES = (
     "torch.linalg",
     "torch.distributions",
 )
-#: protected modules whose functions' defining modules are snapshotted as well
-EXPANDED_MODULES = ("numpy.testing", "torch.testing", "gmlib")
+#: protected modules whose functions' defining modules are snapshotted as well (the course's
+#: library packages are added at setup)
+EXPANDED_MODULES = ("numpy.testing", "torch.testing")
+#: the course's library packages (``GuardedExecute.library_packages``, sent at setup): their code
+#: counts as library code, their modules are snapshotted, and they must come from the grader's
+#: installation, not from the submission's directory
+LIBRARIES: tuple = ()
 #: gmlib modules that are part of the grader, not of the library the labs use
 _GRADER_SOURCE = re.compile(r"^\s*(?:import|from)\s+(nbgrader|nbclient|nbformat|jupyter_client|matplotlib)\b", re.M)
 
@@ -387,7 +389,9 @@ class _Snapshot:
             if isinstance(target, types.FunctionType):
                 self.add_function(target, f"{label}.{key}", closures)
 
-    def add_module(self, module, label, *, classes_from=("torch", "numpy", "gmlib"), expand=False, closures=False):
+    def add_module(self, module, label, *, classes_from=None, expand=False, closures=False):
+        if classes_from is None:
+            classes_from = ("torch", "numpy", *LIBRARIES)
         if id(module) in self._modules:
             return
         self._modules.add(id(module))
@@ -905,7 +909,11 @@ class _KernelGuard:
         self.user_ns = shell.user_ns
         self.problems = []
         self._kinds = {}
-        self._check_gmlib(config.get("gmlib_dir"))
+        global LIBRARIES, EXPANDED_MODULES
+        libraries = config.get("libraries") or {}
+        LIBRARIES = tuple(libraries)
+        EXPANDED_MODULES = tuple(dict.fromkeys((*EXPANDED_MODULES, *LIBRARIES)))
+        self.library_dirs = [self._check_library(name, expected) for name, expected in libraries.items()]
         os.environ.pop("IPYKERNEL_CELL_NAME", None)  # cells get names from their source
         sources = config.get("locked_sources", [])
         self.locked_files = self._locked_file_names(sources, bool(config.get("forbidden")))
@@ -914,7 +922,7 @@ class _KernelGuard:
             self.locked_names.update(bound_names(source) or ())
         self._call_sites = {}  # (code, f_lasti) -> trusted?
         self._positions = {}
-        roots = {os.path.dirname(os.path.realpath(__file__))}
+        roots = {os.path.dirname(os.path.dirname(os.path.realpath(__file__))), *self.library_dirs}
         for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
             if prefix:
                 roots.add(os.path.realpath(prefix))
@@ -927,7 +935,7 @@ class _KernelGuard:
                 self.modules[name] = importlib.import_module(name)
             except Exception as err:  # noqa: BLE001 - e.g. numpy missing
                 self.problems.append(f"protected module {name} not available: {type(err).__name__}: {err}")
-        for name in self._gmlib_modules():
+        for name in self._library_modules():
             try:
                 self.modules[name] = importlib.import_module(name)
             except Exception as err:  # noqa: BLE001 - a broken module cannot be what a test relies on
@@ -944,18 +952,19 @@ class _KernelGuard:
 
     # -- setup helpers --------------------------------------------------------------------
 
-    def _check_gmlib(self, expected):
-        import gmlib
-
-        here = os.path.dirname(os.path.realpath(gmlib.__file__))
+    def _check_library(self, name, expected):
+        """The directory of the library package ``name``, which must be ``expected`` (the grader's)."""
+        package = importlib.import_module(name)
+        here = os.path.dirname(os.path.realpath(package.__file__))
         if expected and os.path.realpath(expected) != here:
             raise GuardError(
-                f"the kernel's gmlib is {here}, not the course library {expected} "
-                "(a gmlib package shipped with the submission?)"
+                f"the kernel's {name} is {here}, not the course library {expected} "
+                f"(a {name} package shipped with the submission?)"
             )
         cwd = os.path.realpath(os.getcwd()) + os.sep
         if not expected and (here + os.sep).startswith(cwd):
-            self.problems.append(f"gmlib ({here}) lies under the notebook's directory")
+            self.problems.append(f"{name} ({here}) lies under the notebook's directory")
+        return here
 
     def _locked_file_names(self, sources, needed):
         """{file name ipykernel gives a locked cell: {position of each call in it: its callee's root}}.
@@ -983,38 +992,36 @@ class _KernelGuard:
             self.problems.append(f"cannot tell locked cells apart: {err}")
         return names
 
-    def _gmlib_modules(self):
-        import gmlib
-
+    def _library_modules(self):
         names = []
-        directory = os.path.dirname(os.path.realpath(gmlib.__file__))
-        for entry in sorted(os.listdir(directory)):
-            stem, ext = os.path.splitext(entry)
-            if ext != ".py" or not stem.isidentifier() or stem == "__init__":
-                continue
-            try:
-                with open(os.path.join(directory, entry), encoding="utf-8") as handle:
-                    source = handle.read()
-            except OSError:
-                continue
-            if _GRADER_SOURCE.search(source) or stem == "guard":
-                continue
-            names.append(f"gmlib.{stem}")
+        for library in LIBRARIES:
+            package = importlib.import_module(library)
+            directory = os.path.dirname(os.path.realpath(package.__file__))
+            for entry in sorted(os.listdir(directory)):
+                stem, ext = os.path.splitext(entry)
+                if ext != ".py" or not stem.isidentifier() or stem == "__init__":
+                    continue
+                try:
+                    with open(os.path.join(directory, entry), encoding="utf-8") as handle:
+                        source = handle.read()
+                except OSError:
+                    continue
+                if _GRADER_SOURCE.search(source):
+                    continue
+                names.append(f"{library}.{stem}")
         return names
 
     def _take_snapshot(self):
         snap = _Snapshot()
         import builtins
 
-        gmlib_names = [n for n in self.modules if _top(n) == "gmlib"]
         for name, module in self.modules.items():
             expand = name in EXPANDED_MODULES or _top(name) in EXPANDED_MODULES
-            closures = _top(name) == "gmlib"
+            closures = _top(name) in LIBRARIES
             snap.add_module(module, name, expand=expand, closures=closures)
-        import gmlib
-
-        snap.add_module(gmlib, "gmlib", expand=True, closures=True)
-        snap.add_module(sys.modules[__name__], __name__, classes_from=("gmlib",), closures=True)
+        for library in LIBRARIES:
+            snap.add_module(importlib.import_module(library), library, expand=True, closures=True)
+        snap.add_module(sys.modules[__name__], __name__, classes_from=LIBRARIES, closures=True)
         for cls in self._extra_classes():
             snap.add_class(cls, f"{cls.__module__}.{cls.__qualname__}")
         # sys: hooks, streams, import machinery
@@ -1397,7 +1404,7 @@ def _make_step(guard, secret):
     builtins_saved = tuple((k, v) for k, v in builtins_ns.items() if k != "_")
     own = _Snapshot()
     for module in (sys.modules[__name__], json, json.encoder, json.decoder, hmac, hashlib_):
-        own.add_module(module, module.__name__, classes_from=("gmlib",), closures=True)
+        own.add_module(module, module.__name__, classes_from=LIBRARIES, closures=True)
     own_code = tuple((state[0], state[1]) for _, state in own.fn_entries)
     own_dicts = tuple((namespace, key, value) for _, namespace, key, value in own.dict_entries)
     missing, error = _MISSING, GuardError
@@ -1469,726 +1476,9 @@ def _gmlib_guard_import():
     saved = list(sys.path)
     sys.path[:] = [p for p in saved if p not in ("", ".")]
     try:
-        importlib.import_module("gmlib.guard")
+        importlib.import_module("autograder.kernel.guard")
     finally:
         sys.path[:] = saved
 _gmlib_guard_import()
 del _gmlib_guard_import
 """
-
-
-# ============================================================================
-# Grader side
-# ============================================================================
-
-
-def __getattr__(name):
-    # GuardedExecute needs nbgrader, which the kernel must not import: it is built on first use.
-    if name == "GuardedExecute":
-        cls = _build_guarded_execute()
-        globals()["GuardedExecute"] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-def _utf8_head(text: str, limit: int) -> str:
-    if limit <= 0:
-        return ""
-    raw = text.encode("utf-8", "surrogatepass")
-    if len(raw) <= limit:
-        return text
-    return raw[:limit].decode("utf-8", "ignore")
-
-
-def _mime_size(data) -> int:
-    total = 0
-    for value in (data or {}).values():
-        if isinstance(value, str):
-            total += _utf8_len(value)
-        elif isinstance(value, list):
-            total += sum(_utf8_len(v) if isinstance(v, str) else len(json.dumps(v)) for v in value)
-        else:
-            total += len(json.dumps(value))
-    return total
-
-
-def _error_size(out) -> int:
-    return _utf8_len(str(out.get("ename", ""))) + _utf8_len(str(out.get("evalue", ""))) + sum(
-        _utf8_len(str(line)) for line in out.get("traceback", [])
-    )
-
-
-def _nbgrader_meta(cell) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return meta if isinstance(meta, dict) else {}
-
-
-def _is_grade(cell) -> bool:
-    meta = _nbgrader_meta(cell)
-    return bool(meta.get("grade")) and bool(meta.get("grade_id"))
-
-
-def _is_locked(cell) -> bool:
-    """Read-only code the grader trusts: locked, not a solution, known by its grade_id."""
-    meta = _nbgrader_meta(cell)
-    return (
-        cell.get("cell_type") == "code"
-        and bool(meta.get("locked"))
-        and not meta.get("solution")
-        and bool(meta.get("grade_id"))
-    )
-
-
-def _merge_forbidden(*maps) -> dict:
-    merged: dict[str, list[str]] = {}
-    for mapping in maps:
-        if not isinstance(mapping, dict):
-            continue
-        for module, names in mapping.items():
-            if not isinstance(module, str) or not isinstance(names, (list, tuple)):
-                continue
-            bucket = merged.setdefault(module, [])
-            for name in names:
-                if isinstance(name, str) and name not in bucket:
-                    bucket.append(name)
-    return merged
-
-
-def _references_forbidden() -> dict:
-    """Every function of :mod:`gmlib.references` (the reference versions the tests bind while a
-    later exercise is graded, and the helper that binds them): forbidden to student code in every lab."""
-    try:
-        from gmlib import references
-    except Exception:  # noqa: BLE001 - a broken install shows up in the lab's own setup cell
-        return {}
-    return {references.__name__: references.guarded_names()}
-
-
-def _notebook_forbidden(nb) -> dict:
-    meta = nb.get("metadata", {}).get("gmlib", {})
-    return meta.get("forbidden", {}) if isinstance(meta, dict) else {}
-
-
-_SIGNALS = {
-    9: "SIGKILL",
-    11: "SIGSEGV",
-    6: "SIGABRT",
-    7: "SIGBUS",
-    8: "SIGFPE",
-    4: "SIGILL",
-    15: "SIGTERM",
-    24: "SIGXCPU",
-    25: "SIGXFSZ",
-}
-
-
-def _death_reason(status) -> str:
-    if status is None:
-        what = "its exit status is unknown"
-        why = ("it may have used more memory than the grader allows, run past the CPU-time limit, "
-               "called os._exit(), or crashed in native code")
-    elif status < 0 or status > 128 and status - 128 in _SIGNALS:
-        number = -status if status < 0 else status - 128
-        name = _SIGNALS.get(number, f"signal {number}")
-        what = f"it was killed by {name}"
-        why = {
-            "SIGKILL": "most likely it used more memory than the grader allows (the kernel is stopped at the "
-                       "memory limit), or ran past the CPU-time limit",
-            "SIGXCPU": "it used more CPU time than the grader allows",
-            "SIGXFSZ": "it wrote a file larger than the grader allows",
-            "SIGSEGV": "a crash in native code, often a failed memory allocation under the memory limit",
-            "SIGABRT": "the interpreter or a native library aborted, often after running out of memory",
-            "SIGBUS": "a crash in native code",
-        }.get(name, "the process received a fatal signal")
-    else:
-        what = f"it exited with status {status}"
-        why = "the code called os._exit() or sys.exit() from a thread, or the interpreter stopped"
-    return f"{what}: {why}"
-
-
-def _build_guarded_execute():
-    import signal
-    from queue import Empty
-    from time import monotonic
-
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-    from nbclient.util import ensure_async, run_sync
-    from nbformat import NotebookNode
-    from nbformat.v4 import output_from_msg
-    from nbgrader.preprocessors import Execute
-    from traitlets import Bool, Dict, Integer, List, Unicode
-
-    class GuardedExecute(Execute):
-        """nbgrader's ``Execute`` with time, crash and output limits and the in-kernel guard.
-
-        See the module docstring of :mod:`gmlib.guard` for what each defence does and what it
-        cannot stop. Configure it like ``Execute`` (``c.Execute.timeout`` applies to it) and
-        with its own traits, e.g. ``c.GuardedExecute.notebook_timeout = 1200``; any
-        ``kernel_manager_class`` (say a confining one from ``gmlib.sandbox``) is accepted.
-        """
-
-        notebook_timeout = Integer(
-            1800,
-            allow_none=True,
-            help="Wall-clock seconds for the whole notebook (kernel start and guard steps included); "
-            "each cell's timeout is capped by what is left; 0 or None: no budget",
-        ).tag(config=True)
-        max_cell_output_bytes = Integer(
-            1_000_000, help="Bytes of stream and display output kept per cell (errors always kept)"
-        ).tag(config=True)
-        max_notebook_output_bytes = Integer(
-            10_000_000, help="Bytes of stream and display output kept per notebook (errors always kept)"
-        ).tag(config=True)
-        max_error_bytes = Integer(
-            100_000, help="Longest error output (ename, evalue and traceback); longer ones are shortened"
-        ).tag(config=True)
-        max_error_outputs = Integer(
-            20, help="Error outputs kept per cell; further errors replace the last one kept"
-        ).tag(config=True)
-        max_cell_outputs = Integer(
-            1000, help="Outputs kept per cell besides errors (consecutive stream messages count as one)"
-        ).tag(config=True)
-        allow_widgets = Bool(
-            False, help="Handle widget comm messages (an Output widget can capture a cell's outputs)"
-        ).tag(config=True)
-        guard = Bool(True, help="Run the in-kernel guard (restore before grade cells, forbidden references)").tag(
-            config=True
-        )
-        guard_timeout = Integer(60, help="Seconds each silent guard step may take").tag(config=True)
-        forbidden = Dict(
-            {}, help="Extra forbidden references {module: [names]} for every notebook"
-        ).tag(config=True)
-        forbidden_from_source = Bool(
-            True,
-            help="In autograde, read metadata.gmlib.forbidden from the source notebook of the course too",
-        ).tag(config=True)
-        protected_modules = List(
-            Unicode(), list(DEFAULT_PROTECTED_MODULES), help="Modules the guard snapshots (gmlib's are added)"
-        ).tag(config=True)
-        iopub_timeout = Integer(10, help="Seconds to wait for the outputs after a cell's reply").tag(config=True)
-        store_widget_state = Bool(False).tag(config=True)
-
-        # -- the notebook --------------------------------------------------------------
-
-        def preprocess(self, nb, resources=None, km=None):
-            from nbclient.client import NotebookClient
-
-            NotebookClient.__init__(self, nb, km)
-            self.reset_execution_trackers()
-            self._check_assign_resources(resources)
-            self._started = monotonic()
-            self._dead_in = None  # label of the cell where the kernel died
-            self._budget_spent_in = None
-            self._guard_broken = None
-            self._guard_secret = None
-            self._released = set()  # names bound by solution cells since the last guard step
-            self.guard_seconds = {"setup": 0.0, "steps": 0.0, "count": 0}  # what the guard cost this notebook
-            self._nb_bytes = 0
-            self._timeout_kind = "cell"
-            self._interrupted = False
-            self._reset_cell_state()
-            if not self.interrupt_on_timeout:
-                self.log.warning("GuardedExecute always interrupts a cell at its time limit (interrupt_on_timeout)")
-                self.interrupt_on_timeout = True
-            forbidden = self._forbidden_for(nb, resources or {})
-            with self.setup_kernel():
-                assert self.kc is not None
-                info_msg = self.wait_for_reply(self.kc.kernel_info())
-                if info_msg is None:
-                    raise RuntimeError("the kernel did not answer kernel_info")
-                self.nb.metadata["language_info"] = info_msg["content"]["language_info"]
-                if self.guard:
-                    self._guard_setup(forbidden)
-                for index, cell in enumerate(self.nb.cells):
-                    self.preprocess_cell(cell, resources, index)
-            self.set_widgets_metadata()
-            return self.nb, self.resources
-
-        def preprocess_cell(self, cell, resources, index):
-            self._check_assign_resources(resources)
-            if cell.cell_type != "code" or not cell.source.strip():
-                return cell, self.resources
-            if self.skip_cells_with_tag in cell.metadata.get("tags", []):
-                return cell, self.resources
-            if self._dead_in is not None:
-                self._replace_outputs(cell, "KernelDied", f"not run: the kernel died in {self._dead_in}")
-                return cell, self.resources
-            if self._budget_left() <= 0:
-                where = self._budget_spent_in or self._label(cell, index)
-                self._replace_outputs(
-                    cell, "NotebookTimeLimit",
-                    f"not run: the notebook used up its time budget of {self.notebook_timeout} s (in {where})",
-                )
-                return cell, self.resources
-            grade = _is_grade(cell)
-            restored = []
-            if grade and self.guard:
-                problem = self._guard_broken
-                if problem is None:
-                    report, problem = self._guard_call("restore", {"released": self._take_released()}, index)
-                    if report is not None:
-                        restored = report.get("restored", [])
-                if problem is not None:
-                    self._guard_broken = self._guard_broken or problem
-                    if self._dead_in is None:
-                        self._replace_outputs(cell, "GraderIntegrityError", f"not run: {problem}")
-                    return cell, self.resources
-            self._run_code_cell(cell, index)
-            if _nbgrader_meta(cell).get("solution"):
-                self._released.update(bound_names(cell.source) or ())
-            if restored:
-                self.log.warning("%s: the guard restored %s", self._label(cell, index), ", ".join(restored))
-                note = NotebookNode(output_type="stream", name="stdout",
-                                    text="[grader] restored before this test: " + ", ".join(restored[:20])
-                                    + (f", ... ({len(restored)} in all)" if len(restored) > 20 else "") + "\n")
-                cell.outputs.insert(0, note)
-            if self._dead_in is None and self.guard and (grade or _is_locked(cell)) and self._guard_broken is None:
-                names = bound_names(cell.source) if _is_locked(cell) else []
-                payload = {"names": names or [], "grade": grade, "released": self._take_released()}
-                report, problem = self._guard_call("locked", payload, index)
-                if problem is not None:
-                    self._guard_broken = problem
-                    if grade:
-                        cell.outputs.append(self._error("GraderIntegrityError", problem))
-                elif grade and report.get("raised") and not any(o.get("output_type") == "error" for o in cell.outputs):
-                    ename, evalue = report["raised"][-1][:2]
-                    self.log.warning("%s raised %s but showed no error", self._label(cell, index), ename)
-                    cell.outputs.append(self._error(
-                        ename, f"{evalue} (this test failed, but its error output was suppressed)"))
-                if grade and report is not None and report.get("changed"):
-                    changed = report["changed"]
-                    self.log.warning("%s: changed while the test ran: %s", self._label(cell, index), ", ".join(changed))
-                    cell.outputs.append(self._error(
-                        "GraderIntegrityError",
-                        "objects the tests rely on were changed while this test ran (now restored): "
-                        + ", ".join(changed[:20]) + (f", ... ({len(changed)} in all)" if len(changed) > 20 else ""),
-                    ))
-            return cell, self.resources
-
-        # -- helpers -----------------------------------------------------------------------
-
-        def _take_released(self):
-            released, self._released = sorted(self._released), set()
-            return released
-
-        @staticmethod
-        def _error(ename, evalue):
-            return NotebookNode(output_type="error", ename=ename, evalue=evalue,
-                                traceback=[f"\x1b[0;31m{ename}\x1b[0m: {evalue}"])
-
-        def _replace_outputs(self, cell, ename, evalue):
-            cell.outputs = [self._error(ename, evalue)]
-            cell.execution_count = None
-
-        @staticmethod
-        def _label(cell, index):
-            grade_id = _nbgrader_meta(cell).get("grade_id")
-            return f"cell {index} ({grade_id})" if grade_id else f"cell {index}"
-
-        def _budget_left(self):
-            if not self.notebook_timeout or self.notebook_timeout <= 0:
-                return math.inf
-            return self.notebook_timeout - (monotonic() - self._started)
-
-        def _forbidden_for(self, nb, resources):
-            maps = [self.forbidden, _notebook_forbidden(nb), _references_forbidden()]
-            info = resources.get("nbgrader") if isinstance(resources, dict) else None
-            in_autograde = isinstance(info, dict) and info.get("assignment") and info.get("notebook")
-            if self.forbidden_from_source and in_autograde:
-                source = self._source_notebook(info["assignment"], info["notebook"])
-                if source is not None:
-                    maps.insert(0, _notebook_forbidden(source))
-            return _merge_forbidden(*maps)
-
-        def _source_notebook(self, assignment, notebook):
-            try:
-                import nbformat
-                from nbgrader.coursedir import CourseDirectory
-
-                coursedir = CourseDirectory(config=self.config)
-                path = os.path.join(
-                    coursedir.format_path(coursedir.source_directory, ".", assignment), f"{notebook}.ipynb"
-                )
-                if os.path.isfile(path):
-                    return nbformat.read(path, as_version=4)
-                self.log.warning("source notebook %s not found: using the submission's forbidden list", path)
-            except Exception as err:  # noqa: BLE001
-                self.log.warning("could not read the source notebook of %s/%s: %s", assignment, notebook, err)
-            return None
-
-        # -- running a cell ------------------------------------------------------------------
-
-        def _get_timeout(self, cell):
-            timeout = super()._get_timeout(cell)
-            if cell is None:
-                return timeout
-            left = self._budget_left()
-            if left != math.inf and (timeout is None or left < timeout):
-                self._timeout_kind = "notebook"
-                timeout = max(1, int(math.ceil(left)))
-                self.error_on_timeout = {
-                    "ename": "NotebookTimeLimit",
-                    "evalue": f"the notebook's time budget of {self.notebook_timeout} s ran out while this "
-                              "cell was running; it was interrupted",
-                    "traceback": [f"\x1b[0;31mNotebookTimeLimit\x1b[0m: the notebook's time budget of "
-                                  f"{self.notebook_timeout} s ran out while this cell was running"],
-                }
-            else:
-                self._timeout_kind = "cell"
-                self.error_on_timeout = {
-                    "ename": "CellTimeoutError",
-                    "evalue": f"the cell ran longer than {timeout} s and was interrupted",
-                    "traceback": [f"\x1b[0;31mCellTimeoutError\x1b[0m: the cell ran longer than {timeout} s "
-                                  "and was interrupted"],
-                }
-            return timeout
-
-        async def _async_handle_timeout(self, timeout, cell=None):
-            self._interrupted = True
-            return await super()._async_handle_timeout(timeout, cell)
-
-        def _run_code_cell(self, cell, index):
-            self._reset_cell_state()
-            self._interrupted = False
-            try:
-                self.execute_cell(cell, index, store_history=True)
-            except DeadKernelError:
-                self._flush_stream()
-                self._kernel_died(cell, index)
-            except CellTimeoutError:
-                self._flush_stream()
-                if self._interrupted:
-                    self._kill_kernel()
-                    cell.outputs.append(self._error(
-                        "KernelDied",
-                        "the kernel did not stop when interrupted after the time limit and was killed; "
-                        "the cells after this one were not run",
-                    ))
-                    self._dead_in = self._label(cell, index)
-                else:
-                    cell.outputs.append(self._error(
-                        "CellTimeoutError", f"the outputs of this cell did not all arrive within {self.iopub_timeout} s"
-                    ))
-            finally:
-                self._flush_stream()
-            if self._interrupted and self._timeout_kind == "notebook":
-                self._budget_spent_in = self._label(cell, index)
-
-        def _exit_status(self):
-            provisioner = getattr(self.km, "provisioner", None)
-            process = getattr(provisioner, "process", None)
-            if process is None:
-                return None
-            try:
-                status = process.poll()
-            except Exception:  # noqa: BLE001
-                status = getattr(process, "returncode", None)
-            return status
-
-        def _kernel_died(self, cell, index, during=None):
-            status = self._exit_status()
-            label = self._label(cell, index)
-            self._dead_in = label
-            what = during or "while this cell was running"
-            self.log.error("the kernel died %s (%s)", what, label)
-            cell.outputs.append(self._error(
-                "KernelDied",
-                f"the kernel died {what}: {_death_reason(status)}. The cells before this one keep "
-                "their results; the cells after it were not run.",
-            ))
-
-        async def _async_kill_kernel(self):
-            try:
-                await ensure_async(self.km.signal_kernel(signal.SIGKILL))
-            except Exception as err:  # noqa: BLE001
-                self.log.warning("could not kill the kernel: %s", err)
-
-        _kill_kernel = run_sync(_async_kill_kernel)
-
-        def on_cell_executed(self, **kwargs):
-            self._flush_stream()
-            return super().on_cell_executed(**kwargs)
-
-        # -- the silent guard steps -------------------------------------------------------------
-
-        async def _async_silent(self, code, expressions, timeout):
-            msg_id = self.kc.execute(code, silent=True, store_history=False, user_expressions=expressions,
-                                     allow_stdin=False, stop_on_error=False)
-            deadline = monotonic() + timeout
-            while True:
-                left = deadline - monotonic()
-                if left <= 0:
-                    try:
-                        await ensure_async(self.km.interrupt_kernel())
-                    except Exception:  # noqa: BLE001
-                        pass
-                    return None
-                try:
-                    msg = await ensure_async(self.kc.shell_channel.get_msg(timeout=min(left, 1.0)))
-                except Empty:
-                    await self._async_check_alive()
-                    continue
-                if msg["parent_header"].get("msg_id") == msg_id:
-                    return msg
-
-        _silent = run_sync(_async_silent)
-
-        def _guard_setup(self, forbidden):
-            import gmlib
-
-            locked_sources = [c.source for c in self.nb.cells if _is_locked(c)]
-            payload = {
-                "locked_sources": locked_sources,
-                "forbidden": forbidden,
-                "protected_modules": list(self.protected_modules),
-                "gmlib_dir": os.path.dirname(os.path.realpath(gmlib.__file__)),
-            }
-            report, problem = self._guard_call("setup", payload, None)
-            if problem is not None:
-                self._guard_broken = self._guard_broken or problem
-                self.log.error("the grader's guard could not be set up: %s", problem)
-                return
-            for item in report.get("problems", []):
-                self.log.warning("guard setup: %s", item)
-            if report.get("forbidden"):
-                self.log.info("forbidden references: %s", ", ".join(report["forbidden"]))
-
-        def _guard_call(self, step, payload, index):
-            """Run a guard step; (report, None) or (None, problem).
-
-            A step hit by a late KeyboardInterrupt (the interrupt sent at a cell's time limit can
-            land just after the cell ended) is tried once more.
-            """
-            report, problem = self._guard_call_once(step, payload, index)
-            if problem is not None and "KeyboardInterrupt" in problem and self._dead_in is None and step != "setup":
-                report, problem = self._guard_call_once(step, payload, index)
-            return report, problem
-
-        def _guard_call_once(self, step, payload, index):
-            nonce = secrets.token_hex(16)
-            expression = (
-                f"__import__('gmlib.guard', fromlist=['kernel_step']).kernel_step("
-                f"{step!r}, {nonce!r}, {json.dumps(payload)!r})"
-            )
-            code = _SETUP_IMPORT if step == "setup" else ""
-            timeout = self.guard_timeout
-            left = self._budget_left()
-            if left != math.inf:
-                timeout = max(1, min(timeout, left))
-            what = {"setup": "the grader's setup", "restore": "the grader's check before this test",
-                    "locked": "the grader's check after this cell"}[step]
-            started = monotonic()
-            try:
-                reply = self._silent(code, {"gmlib_guard": expression}, timeout)
-            except DeadKernelError:
-                cell = self.nb.cells[index] if index is not None else None
-                if cell is not None:
-                    if step == "restore":
-                        cell.outputs = []  # the test did not run: only the reason is shown
-                        cell.execution_count = None
-                    self._kernel_died(cell, index, during=f"during {what}")
-                else:
-                    self._dead_in = "the grader's setup, before any cell"
-                return None, f"the kernel died during {what}"
-            finally:
-                elapsed = monotonic() - started
-                if step == "setup":
-                    self.guard_seconds["setup"] += elapsed
-                else:
-                    self.guard_seconds["steps"] += elapsed
-                    self.guard_seconds["count"] += 1
-            if reply is None:
-                return None, f"{what} did not finish within {timeout:.0f} s"
-            content = reply.get("content", {})
-            if content.get("status") != "ok":
-                return None, f"{what} failed: {content.get('ename')}: {content.get('evalue')}"
-            result = content.get("user_expressions", {}).get("gmlib_guard")
-            if not isinstance(result, dict) or result.get("status") != "ok":
-                detail = f"{result.get('ename')}: {result.get('evalue')}" if isinstance(result, dict) else "no answer"
-                return None, f"{what} failed ({detail})"
-            try:
-                text = ast.literal_eval(result["data"]["text/plain"])
-                proof, body = text.split("|", 1)
-                report = json.loads(body)
-            except Exception:  # noqa: BLE001
-                return None, f"{what} gave an unreadable answer"
-            if step == "setup":
-                try:
-                    self._guard_secret = bytes.fromhex(proof)
-                except ValueError:
-                    return None, f"{what} gave an unreadable key"
-                return report, None
-            expected = hmac.new(self._guard_secret or b"", f"{nonce}|{body}".encode(), hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(expected, proof):
-                return None, f"{what} was answered by something other than the grader's guard"
-            return report, None
-
-        # -- outputs -------------------------------------------------------------------------------
-
-        def _reset_cell_state(self):
-            self._cell_bytes = 0
-            self._sizes = {}
-            self._tail = None  # (stream output, [chunks]) being merged
-            self._note = None
-            self._dropped = 0
-            self._pending_clear = False
-            self._errors = 0
-            self._kept = 0  # outputs kept besides the errors and the note
-            self._last_error = None  # index in the cell's outputs of the last error kept
-
-        def _allowance(self):
-            return max(0, min(self.max_cell_output_bytes - self._cell_bytes,
-                              self.max_notebook_output_bytes - self._nb_bytes))
-
-        def _account(self, out, size):
-            self._sizes[id(out)] = self._sizes.get(id(out), 0) + size
-            self._cell_bytes += size
-            self._nb_bytes += size
-
-        def _flush_stream(self):
-            tail = getattr(self, "_tail", None)
-            if tail is not None:
-                out, chunks = tail
-                if len(chunks) > 1:
-                    out["text"] = "".join(chunks)
-                    chunks[:] = [out["text"]]
-                self._tail = None
-
-        def _drop(self, outs, size):
-            self._dropped += size
-            text = f"[output truncated by the grader: {self._dropped} bytes not kept]\n"
-            if self._note is None:  # once added, the note stays (clear_output keeps it)
-                self._flush_stream()
-                self._note = NotebookNode(output_type="stream", name="stdout", text=text)
-                outs.append(self._note)
-            else:
-                self._note["text"] = text
-
-        def _clear(self, outs, cell_index):
-            self._pending_clear = False
-            self._flush_stream()
-            kept, removed = [], []
-            for out in outs:
-                (kept if out.get("output_type") == "error" or out is self._note else removed).append(out)
-            for out in removed:
-                size = self._sizes.pop(id(out), 0)
-                self._cell_bytes -= size
-                self._nb_bytes -= size
-            outs[:] = kept
-            self._kept = 0
-            errors = [i for i, o in enumerate(kept) if o.get("output_type") == "error"]
-            self._last_error = errors[-1] if errors else None
-            self.clear_display_id_mapping(cell_index)
-
-        def clear_output(self, outs, msg, cell_index):
-            if msg["content"].get("wait"):
-                self._pending_clear = True
-            else:
-                self._clear(outs, cell_index)
-
-        def output(self, outs, msg, display_id, cell_index):
-            msg_type = msg["msg_type"]
-            try:
-                out = output_from_msg(msg)
-            except ValueError:
-                self.log.error(f"unhandled iopub msg: {msg_type}")
-                return None
-            if self._pending_clear:
-                self._clear(outs, cell_index)
-            if out.output_type == "error":
-                return self._add_error(outs, out)
-            if out.output_type == "stream":
-                return self._add_stream(outs, out)
-            size = _mime_size(out.get("data"))
-            if size > self._allowance() or self._kept >= self.max_cell_outputs:
-                self._drop(outs, size)
-                return None
-            self._flush_stream()
-            if display_id:
-                cell_map = self._display_id_map.setdefault(display_id, {})
-                cell_map.setdefault(cell_index, []).append(len(outs))
-            outs.append(out)
-            self._kept += 1
-            self._account(out, size)
-            return out
-
-        def _add_stream(self, outs, out):
-            text = out.get("text", "")
-            size = _utf8_len(text)
-            allowance = self._allowance()
-            keep = text if size <= allowance else _utf8_head(text, allowance)
-            kept = _utf8_len(keep) if keep is not text else size
-            tail = self._tail
-            if keep:
-                if tail is not None and outs and outs[-1] is tail[0] and tail[0].get("name") == out.get("name"):
-                    tail[1].append(keep)
-                    self._account(tail[0], kept)
-                    out = tail[0]
-                elif self._kept >= self.max_cell_outputs:
-                    kept = 0
-                else:
-                    self._flush_stream()
-                    out["text"] = keep
-                    outs.append(out)
-                    self._kept += 1
-                    self._tail = (out, [keep])
-                    self._account(out, kept)
-            if size - kept > 0:
-                self._drop(outs, size - kept)
-            return out
-
-        def _add_error(self, outs, out):
-            self._flush_stream()
-            size = _error_size(out)
-            if size > self.max_error_bytes:
-                limit = max(1000, self.max_error_bytes)
-                out["evalue"] = _utf8_head(str(out.get("evalue", "")), limit // 4)
-                lines = [str(line) for line in out.get("traceback", [])]
-                head, tail, budget = [], [], limit // 2
-                for line in reversed(lines):  # the end of a traceback says the most
-                    if budget - _utf8_len(line) < 0:
-                        break
-                    tail.insert(0, line)
-                    budget -= _utf8_len(line)
-                if len(tail) < len(lines):
-                    first = _utf8_head(lines[0], limit // 4) if lines else ""
-                    dropped = len(lines) - len(tail) - 1
-                    head = [first, f"[... traceback shortened by the grader: {dropped} entries not kept ...]"]
-                out["traceback"] = head + tail
-                size = _error_size(out)
-            self._errors += 1
-            i = self._last_error
-            if self._errors > self.max_error_outputs and i is not None and i < len(outs):
-                old_size = self._sizes.pop(id(outs[i]), 0)
-                self._cell_bytes -= old_size
-                self._nb_bytes -= old_size
-                self._drop(outs, old_size)
-                outs[i] = out
-                self._account(out, size)
-                return out
-            self._last_error = len(outs)
-            outs.append(out)
-            self._account(out, size)
-            return out
-
-        def _update_display_id(self, display_id, msg):
-            size = _mime_size(msg.get("content", {}).get("data"))
-            targets = self._display_id_map.get(display_id, {})
-            count = sum(len(v) for v in targets.values())
-            if count and (size > self.max_cell_output_bytes
-                          or self._nb_bytes + count * size > self.max_notebook_output_bytes):
-                self.log.warning("update_display_data of %s bytes ignored (output limits)", size)
-                return
-            return super()._update_display_id(display_id, msg)
-
-        def handle_comm_msg(self, outs, msg, cell_index):
-            if self.allow_widgets:
-                return super().handle_comm_msg(outs, msg, cell_index)
-            return None
-
-    GuardedExecute.__module__ = __name__
-    return GuardedExecute

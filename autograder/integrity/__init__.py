@@ -1,9 +1,9 @@
 r"""How far the autograder can be trusted, measured: mutation testing and hostile submissions.
 
-Command line (``python -m gmlib.integrity ...``)::
+Command line (``python -m autograder.integrity [--course DIR] ...``)::
 
     mutants [--labs LAB ...] [--per-exercise N] [--jobs J] [--root DIR]
-        autograde, with nbgrader, one submission per plausible mistake (tests/mutants/<lab>.py):
+        autograde, with nbgrader, one submission per plausible mistake (c.Autograder.mutants_dir/<lab>.py):
         the solution with that one mistake. A mutant is *caught* when its exercise loses points
         and *isolated* when every other exercise keeps the solution's score. Prints the mutation
         score per lab; exit status 1 unless every mutant is caught and isolated.
@@ -16,11 +16,14 @@ Command line (``python -m gmlib.integrity ...``)::
         both, and the figures of the README: mutants caught / mutants per lab, hostile cases
         tried / cases that gained points, seconds per submission per lab.
 
-Every run uses scratch courses (default under ``_grading/integrity``), never the real gradebook.
-The mutants live beside the tests (``tests/mutants/<lab>.py``): each is
-``(name, solution cell grade_id, [(text in the solution, replacement), ...])``; a lab's file may
-also define ``REFERENCE_CALLS = {solution grade_id: code}``, solutions that call the gmlib
-reference the exercise forbids (a hostile case).
+Every run uses scratch courses (default under ``_grading/integrity`` in the course), never the
+real gradebook. The course names its mutants directory in ``nbgrader_config.py``
+(``c.Autograder.mutants_dir``), one ``<lab>.py`` per lab: each
+mutant is ``(name, solution cell grade_id, [(text in the solution, replacement), ...])``; a lab's
+file may also define ``REFERENCE_CALLS = {solution grade_id: code}``, solutions that call the
+library reference the exercise forbids (a hostile case). The reference versions that the
+``borrow-references`` case passes off come from the modules of
+``c.GuardedExecute.reference_modules``.
 """
 from __future__ import annotations
 
@@ -45,10 +48,10 @@ from typing import Callable, Iterable, Sequence
 import nbformat
 from nbformat.v4 import new_code_cell
 
-from gmlib import grading, sandbox
-from gmlib.grading import (
-    REPO_ROOT,
-    _nbgrader,
+from autograder import grading, sandbox
+from autograder.config import course_root, course_settings
+from autograder.grading import (
+    nbgrader_meta as _nbgrader,
     Course,
     GradingError,
     SubmissionResult,
@@ -60,7 +63,6 @@ from gmlib.grading import (
     source_path,
     validate_submission,
 )
-from gmlib.references import REFERENCES
 
 __all__ = [
     "Mutant",
@@ -80,16 +82,49 @@ __all__ = [
     "main",
 ]
 
-MUTANTS_DIR = REPO_ROOT / "tests" / "mutants"
-DEFAULT_ROOT = REPO_ROOT / grading.GRADING_DIR / "integrity"
+
+
+def mutants_dir_of(repo=None) -> Path:
+    """The course's mutants directory (``c.Autograder.mutants_dir`` in ``nbgrader_config.py``)."""
+    found = course_settings(repo)["mutants_dir"]
+    if found is None:
+        raise GradingError(f"no c.Autograder.mutants_dir in {course_root(repo) / 'nbgrader_config.py'}")
+    return Path(found)
+
+
+def default_root(repo=None) -> Path:
+    """Where the scratch courses go by default: ``_grading/integrity`` in the course."""
+    return course_root(repo) / grading.GRADING_DIR / "integrity"
+
+
+def _library_dirs(repo=None) -> list[Path]:
+    """The directories of the course's library packages (``c.GuardedExecute.library_packages``)."""
+    import importlib.util
+
+    dirs = []
+    for name in course_settings(repo)["library_packages"]:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            dirs.append(Path(spec.origin).parent)
+    return dirs
+
+
+def references_of(lab: str, repo=None) -> dict:
+    """``{name: reference function}`` of ``lab`` from the course's reference modules."""
+    import importlib
+
+    table: dict = {}
+    for name in course_settings(repo)["reference_modules"]:
+        table.update(getattr(importlib.import_module(name), "REFERENCES", {}).get(lab, {}))
+    return table
 
 # Limits of the hostile batches (nbgrader_config.py reads them from the environment): small, so
 # that an infinite loop costs seconds, generous for the honest cells of a lab.
 HOSTILE_LIMITS = {
-    "GMLIB_GRADING_CELL_TIMEOUT": "10",
-    "GMLIB_GRADING_NOTEBOOK_TIMEOUT": "45",
-    "GMLIB_SANDBOX_MEMORY_MB": "3072",
-    "GMLIB_SANDBOX_CPU_SECONDS": "300",
+    "AUTOGRADER_CELL_TIMEOUT": "10",
+    "AUTOGRADER_NOTEBOOK_TIMEOUT": "45",
+    "AUTOGRADER_SANDBOX_MEMORY_MB": "3072",
+    "AUTOGRADER_SANDBOX_CPU_SECONDS": "300",
 }
 
 
@@ -125,21 +160,32 @@ class Mutant:
         return f"mutant-{self.index:03d}-{_slug(self.name)}"
 
 
-def _lab_fixtures(lab: str, mutants_dir: Path = MUTANTS_DIR) -> dict:
-    path = Path(mutants_dir) / f"{lab}.py"
+def _lab_fixtures(lab: str, mutants_dir: Path | None = None) -> dict:
+    path = Path(mutants_dir or mutants_dir_of()) / f"{lab}.py"
     if not path.is_file():
         raise GradingError(f"{lab}: no plausible mistakes listed in {path}")
     return runpy.run_path(str(path))
 
 
-def load_mutants(lab: str, mutants_dir: Path = MUTANTS_DIR) -> list[Mutant]:
+def load_mutants(lab: str, mutants_dir: Path | None = None) -> list[Mutant]:
     """The mutants of ``lab`` from ``mutants_dir/<lab>.py``, in file order."""
     entries = _lab_fixtures(lab, mutants_dir)["MUTANTS"]
     return [Mutant(lab, i, name, grade_id, tuple(tuple(e) for e in edits)) for i, (name, grade_id, edits) in enumerate(entries)]
 
 
-def select_mutants(mutants: Sequence[Mutant], per_exercise: int | None = None) -> list[Mutant]:
-    """All mutants, or the first ``per_exercise`` of each exercise (file order)."""
+def select_mutants(mutants: Sequence[Mutant], per_exercise: int | None = None,
+                   per_lab: int | None = None) -> list[Mutant]:
+    """All mutants, the first ``per_exercise`` of each exercise (file order), or a sample of
+    ``per_lab``: the first mutant of ``per_lab`` exercises spread evenly from the first exercise to
+    the last (the last exercise builds on the earlier ones, so its mutant also tests isolation)."""
+    if per_lab is not None:
+        firsts = select_mutants(mutants, 1)
+        if per_lab >= len(firsts):
+            return firsts
+        if per_lab <= 1:
+            return firsts[-1:]
+        step = (len(firsts) - 1) / (per_lab - 1)
+        return [firsts[round(i * step)] for i in range(per_lab)]
     if per_exercise is None:
         return list(mutants)
     seen: dict[str, int] = {}
@@ -159,17 +205,17 @@ def apply_edits(code: str, edits: Iterable[tuple[str, str]], what: str = "mutant
     return code
 
 
-def solution_notebook(lab: str, repo: Path = REPO_ROOT) -> nbformat.NotebookNode:
+def solution_notebook(lab: str, repo: Path | None = None) -> nbformat.NotebookNode:
     """The release with the source's solutions typed in: what a perfect student submits."""
     return fill_solutions(_read(release_path(lab, repo)), _read(source_path(lab, repo)))
 
 
-def mutant_notebook(mutant: Mutant, repo: Path = REPO_ROOT) -> nbformat.NotebookNode:
+def mutant_notebook(mutant: Mutant, repo: Path | None = None) -> nbformat.NotebookNode:
     """The perfect submission with this one mistake."""
     return _mutated_notebook(mutant.lab, [mutant], repo)
 
 
-def _mutated_notebook(lab: str, mutants: Sequence[Mutant], repo: Path = REPO_ROOT) -> nbformat.NotebookNode:
+def _mutated_notebook(lab: str, mutants: Sequence[Mutant], repo: Path | None = None) -> nbformat.NotebookNode:
     source = _read(source_path(lab, repo))
     cells = {_nbgrader(c).get("grade_id"): c for c in source.cells}
     for m in mutants:
@@ -221,7 +267,7 @@ class LabMutationReport:
         return out
 
 
-def run_mutants(lab: str, root: Path, mutants: Sequence[Mutant], repo: Path = REPO_ROOT, out=print) -> LabMutationReport:
+def run_mutants(lab: str, root: Path, mutants: Sequence[Mutant], repo: Path | None = None, out=print) -> LabMutationReport:
     """Autograde the solution and one submission per mutant of ``lab`` in one nbgrader batch."""
     root = grading._fresh_root(Path(root), repo)
     course = Course.create(root, [lab], repo)
@@ -255,17 +301,19 @@ def run_mutants(lab: str, root: Path, mutants: Sequence[Mutant], repo: Path = RE
 def mutation_testing(
     labs: Sequence[str] | None = None,
     per_exercise: int | None = None,
-    root: Path = DEFAULT_ROOT / "mutants",
+    root: Path | None = None,
     jobs: int = 1,
-    repo: Path = REPO_ROOT,
-    mutants_dir: Path = MUTANTS_DIR,
+    repo: Path | None = None,
+    mutants_dir: Path | None = None,
     out=print,
+    per_lab: int | None = None,
 ) -> list[LabMutationReport]:
     """:func:`run_mutants` for every lab, ``jobs`` labs at a time (each in its own scratch course)."""
     labs = discover_labs(repo) if labs is None else list(labs)
-    root = Path(root)
+    root = Path(root) if root is not None else default_root(repo) / "mutants"
     root.mkdir(parents=True, exist_ok=True)
-    chosen = {lab: select_mutants(load_mutants(lab, mutants_dir), per_exercise) for lab in labs}
+    mutants_dir = mutants_dir or mutants_dir_of(repo)
+    chosen = {lab: select_mutants(load_mutants(lab, mutants_dir), per_exercise, per_lab) for lab in labs}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(run_mutants, lab, root / lab, chosen[lab], repo, out) for lab in labs]
         return [f.result() for f in futures]
@@ -600,10 +648,10 @@ def _reference_calls(ctx):
 
 
 def _borrow_references(ctx):
-    """Each solution cell that defines a function with a reference version (gmlib.references) is
+    """Each solution cell that defines a function with a reference version (the course's reference modules) is
     replaced by one that passes the reference off as the student's: through ``reference_versions``
     or straight from the registry."""
-    names = sorted(REFERENCES.get(ctx.lab, {}))
+    names = sorted(references_of(ctx.lab, ctx.repo))
     nb = ctx.copy("release")
     borrowed = 0  # alternate between the two ways, across the notebook
     for c in nb.cells:
@@ -613,7 +661,8 @@ def _borrow_references(ctx):
         defined = [n for n in names if re.search(rf"^def {n}\(", source, re.M)]
         if not defined:
             continue
-        lines = ["from gmlib.references import REFERENCES as _REFS, reference_versions as _borrow", ""]
+        module = course_settings(ctx.repo)["reference_modules"][0]
+        lines = [f"from {module} import REFERENCES as _REFS, reference_versions as _borrow", ""]
         for name in defined:
             lines += ["", f"def {name}(*args, **kwargs):"]
             borrowed += 1
@@ -674,8 +723,8 @@ def hostile_cases(lab: str, reference_calls: dict | None = None) -> list[Hostile
                     refused="nbformat 99"),
         HostileCase("empty-file", "an empty file", lambda ctx: "", refused="empty file"),
     ]
-    if REFERENCES.get(lab):
-        cases.append(HostileCase("borrow-references", "functions that later exercises' tests swap in, taken from gmlib.references",
+    if references_of(lab):
+        cases.append(HostileCase("borrow-references", "functions that later exercises' tests swap in, taken from the course's reference versions",
                                  _borrow_references))
     if reference_calls:
         cases.append(HostileCase("call-reference", "solutions that call the gmlib reference the lab forbids", _reference_calls))
@@ -733,11 +782,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def run_hostile(lab: str, root: Path = DEFAULT_ROOT / "hostile", repo: Path = REPO_ROOT,
-                mutants_dir: Path = MUTANTS_DIR, out=print) -> LabHostileReport:
+def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
+                mutants_dir: Path | None = None, out=print) -> LabHostileReport:
     """Autograde ``lab``'s honest submissions alone, then again in one batch with every hostile case."""
-    root = Path(root)
-    repo = Path(repo)
+    repo = course_root(repo)
+    root = Path(root) if root is not None else default_root(repo) / "hostile" / lab
+    mutants_dir = mutants_dir or mutants_dir_of(repo)
     token = f"{os.getpid()}-{int(time.time())}"
     fixtures = _lab_fixtures(lab, mutants_dir)
     first_mutants = select_mutants(load_mutants(lab, mutants_dir), 1)
@@ -820,7 +870,7 @@ def run_hostile(lab: str, root: Path = DEFAULT_ROOT / "hostile", repo: Path = RE
                                        lost_honest_work=case.exact and score < bound, error=r.error, note=note))
     outside = []
     for candidate in [course.root / grading.GRADING_DIR / f"ATTACK-{token}", course.root / "solutions" / f"ATTACK-{token}",
-                      REPO_ROOT / "gmlib" / f"ATTACK_{token}.py", Path("/tmp") / f"ATTACK-{token}"]:
+                      *[Path(p) / f"ATTACK_{token}.py" for p in _library_dirs(repo)], Path("/tmp") / f"ATTACK-{token}"]:
         if candidate.exists():
             outside.append(str(candidate))
             candidate.unlink()  # a stray file must not outlive the run
@@ -848,16 +898,20 @@ def format_hostile_table(report: LabHostileReport) -> str:
 
 
 def figures(per_exercise: int | None = None, labs: Sequence[str] | None = None, hostile_labs: Sequence[str] | None = None,
-            jobs: int = 2, root: Path = DEFAULT_ROOT, repo: Path = REPO_ROOT, out=print) -> dict:
+            jobs: int = 2, root: Path | None = None, repo: Path | None = None, out=print,
+            per_lab: int | None = None) -> dict:
     """Run mutation testing and the hostile batches; print and return the README's figures."""
     labs = discover_labs(repo) if labs is None else list(labs)
+    root = Path(root) if root is not None else default_root(repo)
     hostile_labs = labs[:1] if hostile_labs is None else list(hostile_labs)
     start = time.perf_counter()
-    mutation = mutation_testing(labs, per_exercise, Path(root) / "mutants", jobs, repo, out=out)
+    mutation = mutation_testing(labs, per_exercise, Path(root) / "mutants", jobs, repo, out=out, per_lab=per_lab)
     hostile = [run_hostile(lab, Path(root) / "hostile" / lab, repo, out=out) for lab in hostile_labs]
     elapsed = time.perf_counter() - start
     out("")
-    out(f"Mutation testing ({'all mutants' if per_exercise is None else f'{per_exercise} per exercise'}, autograded by nbgrader):")
+    which = (f"a sample of {per_lab} per lab" if per_lab is not None
+             else "all mutants" if per_exercise is None else f"{per_exercise} per exercise")
+    out(f"Mutation testing ({which}, autograded by nbgrader):")
     out(format_mutation_table(mutation))
     out("")
     for h in hostile:
@@ -867,6 +921,7 @@ def figures(per_exercise: int | None = None, labs: Sequence[str] | None = None, 
     return {
         "date": time.strftime("%Y-%m-%d"),
         "per_exercise": per_exercise,
+        "per_lab": per_lab,
         "mutants": {r.lab: {"caught": r.caught, "total": r.total, "seconds_per_submission": round(r.seconds_per_submission, 2),
                             "failures": r.failures()} for r in mutation},
         "hostile": {h.lab: {"tried": len(h.outcomes), "gained": h.gained, "honest_exact": h.honest_exact,
@@ -878,41 +933,46 @@ def figures(per_exercise: int | None = None, labs: Sequence[str] | None = None, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gmlib.integrity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m autograder.integrity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--course", default=None, help="course directory (default: found from the working directory)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("mutants", help="mutation score per lab (real nbgrader autograding)")
     p.add_argument("--labs", nargs="*", default=None)
     p.add_argument("--per-exercise", type=int, default=None, help="the first N mutants of each exercise (default: all)")
+    p.add_argument("--per-lab", type=int, default=None,
+                   help="a sample: the first mutant of N exercises per lab, from the first to the last")
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--root", default=str(DEFAULT_ROOT / "mutants"))
+    p.add_argument("--root", default=None, help="scratch directory (default: _grading/integrity/mutants in the course)")
     p = sub.add_parser("hostile", help="hostile submissions in a batch with honest ones")
     p.add_argument("--labs", nargs="*", default=None, help="default: the first lab")
-    p.add_argument("--root", default=str(DEFAULT_ROOT / "hostile"))
+    p.add_argument("--root", default=None, help="scratch directory (default: _grading/integrity/hostile in the course)")
     p = sub.add_parser("figures", help="mutation scores, hostile cases, seconds per submission")
     p.add_argument("--labs", nargs="*", default=None)
     p.add_argument("--per-exercise", type=int, default=None)
+    p.add_argument("--per-lab", type=int, default=None, help="a sample of N mutants per lab (see mutants)")
     p.add_argument("--hostile-labs", nargs="*", default=None, help="default: the first lab")
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--root", default=str(DEFAULT_ROOT))
+    p.add_argument("--root", default=None, help="scratch directory (default: _grading/integrity in the course)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     try:
+        repo = course_root(args.course)
         if args.command == "mutants":
-            reports = mutation_testing(args.labs, args.per_exercise, Path(args.root), args.jobs)
+            reports = mutation_testing(args.labs, args.per_exercise, args.root, args.jobs, repo, per_lab=args.per_lab)
             print(format_mutation_table(reports))
             return 0 if all(r.caught == r.total for r in reports) else 1
         if args.command == "hostile":
-            labs = args.labs or discover_labs()[:1]
-            reports = [run_hostile(lab, Path(args.root) / lab) for lab in labs]
+            labs = args.labs or discover_labs(repo)[:1]
+            reports = [run_hostile(lab, Path(args.root) / lab if args.root else None, repo) for lab in labs]
             for r in reports:
                 print(format_hostile_table(r))
             return 0 if all(not r.failures() for r in reports) else 1
-        result = figures(args.per_exercise, args.labs, args.hostile_labs, args.jobs, Path(args.root))
+        result = figures(args.per_exercise, args.labs, args.hostile_labs, args.jobs, args.root, repo, per_lab=args.per_lab)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         ok = all(not m["failures"] for m in result["mutants"].values()) and all(not h["failures"] for h in result["hostile"].values())
         return 0 if ok else 1
-    except GradingError as err:
+    except (GradingError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

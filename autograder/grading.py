@@ -1,36 +1,21 @@
-r"""nbgrader integration for the labs.
+r"""The course as nbgrader sees it: labs, releases, scratch courses, batches, scores.
 
-Layout (see ``nbgrader_config.py`` at the repository root)::
+Layout (``nbgrader_config.py`` at the course root maps nbgrader's directories onto it)::
 
     solutions/labNN/labNN.ipynb   source notebook: solutions, visible and hidden tests (executed)
     notebooks/labNN/labNN.ipynb   student release made by ``nbgrader generate_assignment`` (committed)
     _grading/                     submissions, autograded notebooks, gradebook (gitignored)
 
-Labs are discovered automatically: every ``solutions/labNN/labNN.ipynb``.
-
-Command line (``python -m gmlib.grading ...``)::
-
-    labs                          list the discovered labs
-    release [LAB ...]             regenerate notebooks/LAB/LAB.ipynb from the source (default: all labs)
-    check-release [LAB ...]       fail, naming the lab, when a committed release is stale
-    autograde LAB [--root DIR] [--restart]
-                                  autograde every submission of LAB in a course (default: this
-                                  repository); an interrupted run is finished by running it again
-    demo [--root DIR] [--submissions DIR]
-                                  end-to-end demo in a fresh scratch course (default _grading/demo):
-                                  generate every lab, autograde tests/submissions/<lab>/<student>/<lab>.ipynb,
-                                  export a CSV and print a per-student score table
+Labs are discovered automatically: every ``solutions/labNN/labNN.ipynb``. The course root is
+passed in (``repo=``) or found by :func:`autograder.config.course_root`; nothing here knows
+where a checkout lies. The command line is :mod:`autograder.cli` (``python -m autograder``).
 
 Everything that runs nbgrader does so in a scratch copy of the course, with a scratch sqlite
 gradebook, so it never writes into ``solutions/`` or ``notebooks/`` (except ``release``, whose
-job that is) nor into a gradebook named by ``GMLIB_GRADEBOOK_URL``.
-
-The module also provides :class:`StderrToStdout`, the autograde preprocessor that keeps a
-warning printed to stderr (say a PyTorch ``UserWarning``) from zeroing a test cell.
+job that is) nor into a gradebook named by ``AUTOGRADER_GRADEBOOK_URL``.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -45,14 +30,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import nbformat
-from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Unicode
+
+from autograder.config import CONFIG_FILE, course_root, course_settings
+from autograder.common import METADATA_KEY, GradingError, nbgrader_meta
 
 __all__ = [
-    "REPO_ROOT",
-    "StderrToStdout",
-    "RestoreCells",
-    "HideHiddenTests",
     "GradingError",
     "Course",
     "SubmissionResult",
@@ -70,171 +52,19 @@ __all__ = [
     "exercise_of",
     "autograde_course",
     "demo",
-    "main",
+    "nbgrader_meta",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIR = "solutions"
 RELEASE_DIR = "notebooks"
 GRADING_DIR = "_grading"
 COURSE_ID = "dgm"
-CONFIG_FILE = "nbgrader_config.py"
 LAB_PATTERN = re.compile(r"^lab\d{2}$")
-GRADED_MARKER = ".gmlib-autograded.json"  # beside an autograded notebook: what was graded
-SCRATCH_MARKER = ".gmlib-scratch-course"  # marks a directory `demo` may wipe and rebuild
+GRADED_MARKER = ".autograder-graded.json"  # beside an autograded notebook: what was graded
+SCRATCH_MARKER = ".autograder-scratch-course"  # marks a directory `demo` may wipe and rebuild
 
 #: cell metadata that records how and when a notebook was last edited or run, not what it is
 VOLATILE_CELL_METADATA = ("execution", "ExecuteTime", "collapsed", "scrolled", "trusted")
-
-
-class GradingError(RuntimeError):
-    """An nbgrader step failed (the message carries the end of nbgrader's log)."""
-
-
-# ----------------------------------------------------------------------------
-# The preprocessor
-# ----------------------------------------------------------------------------
-
-
-class StderrToStdout(NbGraderPreprocessor):
-    """Turn stderr stream outputs of code cells into stdout outputs headed by a marker line.
-
-    nbgrader's ``determine_grade`` gives 0 points to a test cell whose outputs contain an
-    ``error`` **or any stderr stream** -- so a harmless ``UserWarning`` from PyTorch would
-    zero a correct answer. Placed after ``Execute`` and before ``SaveAutoGrades`` in
-    ``Autograde.autograde_preprocessors``, this preprocessor keeps the text (visible in the
-    autograded notebook and in the feedback, after a ``[stderr]`` line) but moves it to
-    stdout, so that only real errors (``output_type == "error"``: a failed assertion, an
-    exception) fail a cell.
-    """
-
-    marker = Unicode("[stderr]", help="Line put before the text of each former stderr output").tag(config=True)
-
-    def preprocess_cell(self, cell, resources, cell_index):
-        if cell.cell_type == "code":
-            for output in cell.get("outputs", []):
-                if output.get("output_type") == "stream" and output.get("name") == "stderr":
-                    output["name"] = "stdout"
-                    text = output.get("text", "")
-                    output["text"] = f"{self.marker}\n{text}" if self.marker else text
-        return cell, resources
-
-
-class RestoreCells(NbGraderPreprocessor):
-    """Rebuild a submission around the course's own cells before nbgrader sanitises it.
-
-    nbgrader alone restores the *source* of a locked cell it finds by ``grade_id``, but a test
-    cell that was deleted, renamed (``grade_id`` changed), stripped of its metadata or moved
-    is simply not run, and a duplicated one is run twice. This preprocessor (first of
-    ``Autograde.sanitize_preprocessors``) makes the cells of the source notebook authoritative:
-
-    - every read-only and test cell of the lab appears once, in the lab's order, with the
-      source stored in the gradebook (hidden tests included) and the release's nbgrader
-      metadata, whether the student kept, edited, moved, duplicated or deleted it;
-    - each solution cell keeps the student's source (the first cell carrying its ``grade_id``);
-      a deleted solution cell is not brought back (the student's code may live elsewhere);
-    - every other cell of the submission (the student's own cells, renamed or stripped cells,
-      duplicates) is kept as a plain cell without nbgrader metadata, right after the course
-      cell it followed in the submission, so nothing the student wrote is lost and nothing
-      the student wrote can claim points;
-    - the notebook metadata ``gmlib`` (the lab's grading settings, e.g. the reference
-      functions it forbids) is taken from the release.
-
-    The lab's order and metadata come from the release notebook ``release_directory/LAB/NB.ipynb``
-    (set in ``nbgrader_config.py``); the sources from the gradebook.
-    """
-
-    release_directory = Unicode("", help="Directory holding LAB/NOTEBOOK.ipynb release notebooks").tag(config=True)
-
-    def preprocess(self, nb, resources):
-        from nbgrader.api import Gradebook
-
-        info = resources["nbgrader"]
-        lab, notebook_id = info["assignment"], info["notebook"]
-        release_file = Path(self.release_directory) / lab / f"{notebook_id}.ipynb"
-        if not release_file.is_file():
-            raise GradingError(f"RestoreCells: no release notebook {release_file}")
-        release = nbformat.read(str(release_file), as_version=4)
-        with Gradebook(info["db_url"]) as gb:
-            stored = gb.find_notebook(notebook_id, lab)
-            sources = {c.name: c.source for c in stored.source_cells}
-        course = [c for c in release.cells if isinstance(_nbgrader(c).get("grade_id"), str)]
-        course_ids = {_nbgrader(c)["grade_id"] for c in course}
-
-        anchors: dict[str, nbformat.NotebookNode] = {}
-        extras: dict[str | None, list] = {None: []}
-        current = None
-        for cell in nb.cells:
-            grade_id = _nbgrader(cell).get("grade_id")
-            if isinstance(grade_id, str) and grade_id in course_ids and grade_id not in anchors:
-                anchors[grade_id] = cell
-                current = grade_id
-                continue
-            if "nbgrader" in cell.get("metadata", {}):
-                del cell.metadata["nbgrader"]
-            extras.setdefault(current, []).append(cell)
-
-        cells = list(extras[None])
-        restored = []
-        for course_cell in course:
-            meta = _nbgrader(course_cell)
-            grade_id = meta["grade_id"]
-            mine = anchors.get(grade_id)
-            if meta.get("solution"):
-                if mine is not None:
-                    new = copy.deepcopy(course_cell)
-                    new.source = mine.source
-                    cells.append(new)
-            else:
-                new = copy.deepcopy(course_cell)
-                new.source = sources.get(grade_id, course_cell.source)
-                if mine is None or mine.source != new.source or mine.cell_type != new.cell_type:
-                    restored.append(grade_id)
-                cells.append(new)
-            cells.extend(extras.get(grade_id, []))
-        if restored:
-            self.log.warning("RestoreCells: restored course cells %s", ", ".join(restored))
-        ids = set()
-        for i, cell in enumerate(cells):  # unique cell ids (nbformat 4.5)
-            if cell.get("id") in ids or not cell.get("id"):
-                cell["id"] = f"gmlib-restored-{i}"
-            ids.add(cell["id"])
-        nb.cells = cells
-        # the lab's grading settings come from the release, whatever the submission says
-        nb.metadata.pop("gmlib", None)
-        if "gmlib" in release.metadata:
-            nb.metadata["gmlib"] = copy.deepcopy(release.metadata["gmlib"])
-        return nb, resources
-
-
-_HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.M | re.S)
-HIDDEN_PLACEHOLDER = "# (hidden tests: their source is not shown in the feedback)\n"
-
-
-class HideHiddenTests(NbGraderPreprocessor):
-    """For ``generate_feedback``: keep the source of hidden tests out of the feedback.
-
-    The autograded notebook holds the hidden tests (nbgrader restores them to run them), and a
-    failing one leaves a traceback that quotes its lines. In every test cell with a hidden
-    block, the block is replaced by one comment line, and each error output is cut down to
-    its last line (``AssertionError: message``): the message the test chose to show, without
-    the code around it.
-    """
-
-    def preprocess_cell(self, cell, resources, cell_index):
-        if cell.cell_type == "code" and "BEGIN HIDDEN TESTS" in cell.source:
-            cell.source = _HIDDEN_BLOCK.sub(HIDDEN_PLACEHOLDER, cell.source)
-            for output in cell.get("outputs", []):
-                if output.get("output_type") == "error":
-                    evalue = str(output.get("evalue", ""))
-                    last = f"{output.get('ename', 'Error')}: {evalue}" if evalue else str(output.get("ename", "Error"))
-                    output["traceback"] = [last, "(traceback not shown: it would quote the hidden tests)"]
-        return cell, resources
-
-
-def _nbgrader(cell) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return meta if isinstance(meta, dict) else {}
 
 
 # ----------------------------------------------------------------------------
@@ -242,20 +72,20 @@ def _nbgrader(cell) -> dict:
 # ----------------------------------------------------------------------------
 
 
-def discover_labs(repo: str | os.PathLike = REPO_ROOT) -> list[str]:
+def discover_labs(repo: str | os.PathLike | None = None) -> list[str]:
     """Every ``labNN`` with a source notebook ``solutions/labNN/labNN.ipynb``, sorted."""
-    src = Path(repo) / SOURCE_DIR
+    src = course_root(repo) / SOURCE_DIR
     if not src.is_dir():
         return []
     return sorted(p.name for p in src.iterdir() if LAB_PATTERN.match(p.name) and (p / f"{p.name}.ipynb").is_file())
 
 
-def source_path(lab: str, repo: str | os.PathLike = REPO_ROOT) -> Path:
-    return Path(repo) / SOURCE_DIR / lab / f"{lab}.ipynb"
+def source_path(lab: str, repo: str | os.PathLike | None = None) -> Path:
+    return course_root(repo) / SOURCE_DIR / lab / f"{lab}.ipynb"
 
 
-def release_path(lab: str, repo: str | os.PathLike = REPO_ROOT) -> Path:
-    return Path(repo) / RELEASE_DIR / lab / f"{lab}.ipynb"
+def release_path(lab: str, repo: str | os.PathLike | None = None) -> Path:
+    return course_root(repo) / RELEASE_DIR / lab / f"{lab}.ipynb"
 
 
 def _check_lab(lab: str, repo: str | os.PathLike) -> None:
@@ -282,8 +112,8 @@ def normalise_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         kept["kernelspec"] = meta["kernelspec"]
     if "language_info" in meta and "name" in meta["language_info"]:
         kept["language_info"] = {"name": meta["language_info"]["name"]}
-    if "gmlib" in meta:  # the lab's grading settings (forbidden reference functions)
-        kept["gmlib"] = meta["gmlib"]
+    if METADATA_KEY in meta:  # the lab's grading settings (forbidden reference functions)
+        kept[METADATA_KEY] = meta[METADATA_KEY]
     nb["metadata"] = nbformat.from_dict(kept)
     for cell in nb.cells:
         for key in VOLATILE_CELL_METADATA:
@@ -336,7 +166,7 @@ class Course:
     """An nbgrader course directory laid out like this repository (a scratch copy, usually).
 
     ``root`` holds a copy of ``nbgrader_config.py`` and ``solutions/``; the gradebook is
-    ``root/_grading/gradebook.db`` whatever ``GMLIB_GRADEBOOK_URL`` says, so scratch runs
+    ``root/_grading/gradebook.db`` whatever ``AUTOGRADER_GRADEBOOK_URL`` says, so scratch runs
     never touch the real gradebook, unless ``db_url`` names another SQLAlchemy database
     explicitly (the PostgreSQL test does). Every nbgrader step runs in a subprocess with
     this interpreter, from ``root``, so nbgrader reads the copied configuration.
@@ -345,21 +175,21 @@ class Course:
     def __init__(self, root: str | os.PathLike, db_url: str | None = None):
         self.root = Path(root).resolve()
         self._db_url = db_url
-        self.env: dict[str, str] = {}  # extra environment of the nbgrader runs (e.g. GMLIB_GRADING_CELL_TIMEOUT)
+        self.env: dict[str, str] = {}  # extra environment of the nbgrader runs (e.g. AUTOGRADER_CELL_TIMEOUT)
 
     @classmethod
     def create(
         cls,
         root: str | os.PathLike,
         labs: Iterable[str],
-        repo: str | os.PathLike = REPO_ROOT,
+        repo: str | os.PathLike | None = None,
         db_url: str | None = None,
     ) -> "Course":
         """Make a course at ``root`` from the repository's config and the source of ``labs``."""
-        repo = Path(repo)
+        repo = course_root(repo)
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        (root / SCRATCH_MARKER).write_text("scratch nbgrader course made by gmlib.grading; safe to delete\n")
+        (root / SCRATCH_MARKER).write_text("scratch nbgrader course made by the autograder; safe to delete\n")
         shutil.copy2(repo / CONFIG_FILE, root / CONFIG_FILE)
         ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc")
         for lab in labs:
@@ -390,7 +220,7 @@ class Course:
             f"--CourseDirectory.db_url={self.db_url}",
         ]
         env = dict(os.environ)
-        env.pop("GMLIB_GRADEBOOK_URL", None)  # scratch courses keep their own gradebook
+        env.pop("AUTOGRADER_GRADEBOOK_URL", None)  # scratch courses keep their own gradebook
         # nbgrader's Gradebook runs the `alembic` executable found on PATH: make it this environment's.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.update(self.env)
@@ -557,16 +387,16 @@ def _generate_in_scratch(lab: str, repo: Path, scratch: Path) -> Path:
     return course.generate(lab)
 
 
-def release(lab: str, repo: str | os.PathLike = REPO_ROOT) -> Path:
+def release(lab: str, repo: str | os.PathLike | None = None) -> Path:
     """Regenerate ``notebooks/LAB/`` from ``solutions/LAB/`` and return the release notebook's path.
 
     Runs ``nbgrader generate_assignment`` in a scratch course, normalises the notebook
     (:func:`normalise_notebook`) and writes it, with any other file of the release, into the
     repository.
     """
-    repo = Path(repo)
+    repo = course_root(repo)
     _check_lab(lab, repo)
-    with tempfile.TemporaryDirectory(prefix=f"gmlib-release-{lab}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"autograder-release-{lab}-") as tmp:
         generated = _generate_in_scratch(lab, repo, Path(tmp))
         out_dir = repo / RELEASE_DIR / lab
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -581,19 +411,19 @@ def release(lab: str, repo: str | os.PathLike = REPO_ROOT) -> Path:
     return release_path(lab, repo)
 
 
-def check_release(labs: Iterable[str] | None = None, repo: str | os.PathLike = REPO_ROOT) -> dict[str, list[str]]:
+def check_release(labs: Iterable[str] | None = None, repo: str | os.PathLike | None = None) -> dict[str, list[str]]:
     """Problems with the committed releases: ``{lab: [problem, ...]}``, empty when all are current.
 
     Each lab is regenerated in a scratch course and compared, after normalisation, with
     ``notebooks/LAB/``: the release notebook and any other file nbgrader copies.
     """
-    repo = Path(repo)
+    repo = course_root(repo)
     labs = discover_labs(repo) if labs is None else list(labs)
     problems: dict[str, list[str]] = {}
     for lab in labs:
         _check_lab(lab, repo)
         committed_dir = repo / RELEASE_DIR / lab
-        with tempfile.TemporaryDirectory(prefix=f"gmlib-check-{lab}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"autograder-check-{lab}-") as tmp:
             generated = _generate_in_scratch(lab, repo, Path(tmp))
             found = []
             gen_files = {p.relative_to(generated.parent) for p in generated.parent.rglob("*") if p.is_file()}
@@ -843,10 +673,10 @@ def autograde_course(course: Course, lab: str, resume: bool = True, out=print) -
 # ----------------------------------------------------------------------------
 
 
-def _fresh_root(root: Path, repo: Path = REPO_ROOT) -> Path:
+def _fresh_root(root: Path, repo: Path | None = None) -> Path:
     """``root``, emptied if an earlier demo made it; refuse anything that holds the releases."""
     root = root.resolve()
-    repo_release = (Path(repo) / RELEASE_DIR).resolve()
+    repo_release = (course_root(repo) / RELEASE_DIR).resolve()
     if repo_release in (root, *root.parents) or root in repo_release.parents:
         raise GradingError(f"refusing to use {root} as a scratch course: it holds {repo_release}")
     if root.exists():
@@ -854,7 +684,7 @@ def _fresh_root(root: Path, repo: Path = REPO_ROOT) -> Path:
             shutil.rmtree(root)
         elif any(root.iterdir()):
             raise GradingError(
-                f"{root} exists, is not empty and was not made by `gmlib.grading demo`; "
+                f"{root} exists, is not empty and was not made by `python -m autograder demo`; "
                 "choose another --root or remove it"
             )
     return root
@@ -864,20 +694,24 @@ def demo(
     root: str | os.PathLike | None = None,
     submissions: str | os.PathLike | None = None,
     labs: Iterable[str] | None = None,
-    repo: str | os.PathLike = REPO_ROOT,
+    repo: str | os.PathLike | None = None,
     out=print,
 ) -> tuple[list[SubmissionResult], Path]:
     """Generate, autograde and export in a fresh scratch course; return the results and the CSV path.
 
     ``root`` (default ``_grading/demo``) is wiped and rebuilt if a previous demo made it.
-    Submissions are ``SUBMISSIONS/<lab>/<student>/<lab>.ipynb`` (default
-    ``tests/submissions``). A submission that is not a readable notebook is reported with the
+    Submissions are ``SUBMISSIONS/<lab>/<student>/<lab>.ipynb`` (default: the course's
+    ``c.Autograder.submissions_dir``). A submission that is not a readable notebook is reported with the
     reason and scores 0; the others are graded regardless (:func:`autograde_course`, one
     ``nbgrader autograde`` call per lab).
     """
-    repo = Path(repo)
+    repo = course_root(repo)
     root = _fresh_root(Path(root) if root is not None else repo / GRADING_DIR / "demo", repo)
-    submissions = Path(submissions) if submissions is not None else repo / "tests" / "submissions"
+    if submissions is None:
+        submissions = course_settings(repo)["submissions_dir"]
+        if submissions is None:
+            raise GradingError(f"no submissions given and no c.Autograder.submissions_dir in {repo / CONFIG_FILE}")
+    submissions = Path(submissions)
     labs = discover_labs(repo) if labs is None else list(labs)
     course = Course.create(root, labs, repo)
     out(f"scratch course: {course.root}")
@@ -900,63 +734,3 @@ def demo(
     out(format_table(results))
     out(f"CSV: {csv_path}")
     return results, csv_path
-
-
-# ----------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gmlib.grading", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", default=str(REPO_ROOT), help="repository root (default: this checkout)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("labs", help="list the discovered labs")
-    p = sub.add_parser("release", help="regenerate notebooks/LAB/LAB.ipynb from solutions/LAB/LAB.ipynb")
-    p.add_argument("labs", nargs="*", help="labs to release (default: all)")
-    p = sub.add_parser("check-release", help="fail when a committed release is stale")
-    p.add_argument("labs", nargs="*", help="labs to check (default: all)")
-    p = sub.add_parser("autograde", help="autograde every submission of LAB in a course; resumable, idempotent")
-    p.add_argument("lab")
-    p.add_argument("--root", default=None, help="course directory (default: this repository)")
-    p.add_argument("--restart", action="store_true", help="regrade submissions already graded")
-    p = sub.add_parser("demo", help="generate, autograde the example submissions, export a CSV")
-    p.add_argument("--root", default=None, help="scratch course directory (default: _grading/demo)")
-    p.add_argument("--submissions", default=None, help="SUBMISSIONS/<lab>/<student>/<lab>.ipynb (default: tests/submissions)")
-    p.add_argument("--labs", nargs="*", default=None, help="labs to include (default: all)")
-    args = parser.parse_args(argv)
-    repo = Path(args.repo)
-    try:
-        if args.command == "labs":
-            print("\n".join(discover_labs(repo)))
-        elif args.command == "release":
-            for lab in args.labs or discover_labs(repo):
-                path = release(lab, repo)
-                print(f"{lab}: wrote {path}")
-        elif args.command == "check-release":
-            labs = args.labs or discover_labs(repo)
-            problems = check_release(labs, repo)
-            for lab, found in problems.items():
-                print(f"{lab}: the committed release is stale; run `python -m gmlib.grading release {lab}`", file=sys.stderr)
-                for problem in found:
-                    print(f"  {problem}", file=sys.stderr)
-            if problems:
-                return 1
-            print(f"releases up to date: {', '.join(labs)}")
-        elif args.command == "autograde":
-            root = Path(args.root) if args.root else repo
-            url = os.environ.get("GMLIB_GRADEBOOK_URL") if root.resolve() == repo.resolve() else None
-            results = autograde_course(Course(root, db_url=url), args.lab, resume=not args.restart)
-            print(format_table(results))
-            if any(r.error for r in results):
-                return 1
-        elif args.command == "demo":
-            demo(args.root, args.submissions, args.labs, repo)
-    except GradingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

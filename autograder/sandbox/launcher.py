@@ -20,13 +20,13 @@ What is protected, and how
     ``/var/tmp``, ``/run/lock``) is covered by a fresh, private, size-limited writable
     ``tmpfs`` -- so the temp dir is hidden too, and what the kernel writes there vanishes
     with it. Then the :attr:`~SandboxPolicy.read_only` paths (the interpreter, the
-    virtualenv, the gmlib package, the data cache) are bind-mounted back read-only and the
+    virtualenv, the autograder, the course's library packages and data cache) are bind-mounted back read-only and the
     :attr:`~SandboxPolicy.writable` ones (the submission's own directory, the kernel's
     runtime directory with its connection file and sockets) read-write, at the same paths.
     Every path is resolved (symlinks included) before anything is mounted; the sources of
     the bind mounts are opened (``O_PATH``) *before* the hiding tmpfs are mounted, and all
     mounts are made in order of depth, so a path to keep may lie inside a hidden one
-    (``/work/main/.venv`` inside the hidden repository, a submission inside the hidden
+    (a ``.venv`` inside the hidden repository, a submission inside the hidden
     ``/tmp``) and a hidden path may lie inside one to keep. A missing mount point inside a
     hiding tmpfs is created there (never on the host). Bind mounts are not recursive: a
     mount below a kept directory disappears rather than becoming writable. The kernel's
@@ -74,7 +74,7 @@ What is protected, and how
     processes and threads of the sandbox user (a fork bomb), ``RLIMIT_CORE`` is 0.
 
 The environment passed to the kernel loses variables that look like credentials
-(``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, ``GMLIB_GRADEBOOK_URL``, ...); ``HOME``,
+(``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, ``AUTOGRADER_GRADEBOOK_URL``, ...); ``HOME``,
 ``TMPDIR``, ``IPYTHONDIR``, ``MPLCONFIGDIR`` and the ``XDG_*`` directories point into a
 private writable directory, so IPython, matplotlib and torch work as usual.
 
@@ -82,7 +82,7 @@ What it cannot stop
 -------------------
 - Code that only uses what the policy leaves visible: the kernel can read everything
   outside the hidden directories that ``nobody`` may read (``/etc``, ``/usr``, the
-  virtualenv, gmlib's own source, including its reference implementations).
+  virtualenv, the course library's source, including its reference implementations).
 - Kernel exploits: the namespaces are only as strong as the Linux kernel. Unprivileged
   user namespaces, if the host allows them, are not blocked (the mounts that hide
   directories are locked together in a nested namespace, so they cannot be undone there).
@@ -103,8 +103,8 @@ What it cannot stop
 Interface
 ---------
 :func:`probe` (which protections work here), :func:`describe`, :class:`SandboxPolicy`
-(``SandboxPolicy.from_env()`` reads ``GMLIB_SANDBOX``, ``GMLIB_SANDBOX_MEMORY_MB``,
-``GMLIB_SANDBOX_CPU_SECONDS`` and a few more), :func:`wrap_command`,
+(``SandboxPolicy.from_env()`` reads ``AUTOGRADER_SANDBOX``, ``AUTOGRADER_SANDBOX_MEMORY_MB``,
+``AUTOGRADER_SANDBOX_CPU_SECONDS`` and a few more), :func:`wrap_command`,
 :func:`check_required`, :func:`active_protections`, :func:`hand_back`,
 :class:`SandboxedKernelManager` (a jupyter_client ``AsyncKernelManager``) and
 :class:`SandboxedExecute` (nbgrader's ``Execute`` using it; :func:`sandboxed_execute` makes
@@ -114,9 +114,9 @@ standard library (and starts in a few tens of milliseconds).
 
 Command line::
 
-    python -m gmlib.sandbox probe [--json] [--user USER]
-    python -m gmlib.sandbox policy            # the policy from the environment, as JSON
-    python -m gmlib.sandbox exec --policy FILE_OR_JSON [--report FILE] -- CMD ...
+    python -m autograder.sandbox probe [--json] [--user USER]
+    python -m autograder.sandbox policy            # the policy from the environment, as JSON
+    python -m autograder.sandbox exec --policy FILE_OR_JSON [--report FILE] -- CMD ...
 """
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 SCRIPT = os.path.abspath(__file__)
-_PREFIX = "gmlib.sandbox"
+_PREFIX = "autograder.sandbox"
 
 #: directories that may never be hidden, covered by scratch, or handed to the sandbox user
 _SYSTEM_DIRS = frozenset(
@@ -182,7 +182,7 @@ _SYSTEM_DIRS = frozenset(
 #: environment variables never passed into the sandbox (credentials of the grader)
 _SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|PRIVATE|AUTH|COOKIE", re.I)
 _SECRET_ENV_NAMES = frozenset(
-    ["GMLIB_GRADEBOOK_URL", "DATABASE_URL", "PGPASSFILE", "SSH_AUTH_SOCK", "KRB5CCNAME",
+    ["AUTOGRADER_GRADEBOOK_URL", "DATABASE_URL", "PGPASSFILE", "SSH_AUTH_SOCK", "KRB5CCNAME",
      "GIT_ASKPASS", "SSH_ASKPASS", "DBUS_SESSION_BUS_ADDRESS"]
 )
 #: a writable directory holding one of these is never handed to the sandbox user
@@ -261,7 +261,7 @@ def _loopback_up() -> None:
 # ----------------------------------------------------------------------------
 
 def _repo_root() -> Path | None:
-    root = Path(SCRIPT).parent.parent
+    root = Path(SCRIPT).parents[2]  # autograder/sandbox/launcher.py: the checkout the autograder lies in
     return root if (root / ".git").exists() or (root / "nbgrader_config.py").is_file() else None
 
 
@@ -316,17 +316,14 @@ def default_scratch() -> list[Path]:
     return out
 
 
-def _data_cache_dir() -> Path:
-    return Path(os.environ.get("GMLIB_CACHE") or Path(os.path.expanduser("~")) / ".cache" / "gmlib")
-
-
 def default_read_only() -> list[Path]:
     """What a Python kernel needs to import: the interpreter and its prefixes, the
-    site-packages, the gmlib package, gmlib's data cache (those that exist)."""
+    site-packages and the autograder package (those that exist). The course's own library
+    packages and data come from ``SandboxedKernelManager.read_only`` (``nbgrader_config.py``)."""
     import site
     import sysconfig
 
-    paths = [Path(SCRIPT).parent, Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+    paths = [Path(SCRIPT).parent.parent, Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
              Path(sys.base_exec_prefix), Path(os.path.realpath(sys.executable)).parent]
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         try:
@@ -340,7 +337,6 @@ def default_read_only() -> list[Path]:
     user_site = getattr(site, "getusersitepackages", lambda: None)()
     if user_site:
         paths.append(Path(user_site))
-    paths.append(_data_cache_dir())
     out: list[Path] = []
     for p in paths:
         if p.exists() and p not in out:
@@ -353,11 +349,6 @@ def _matplotlib_cache() -> Path | None:
     if not base:
         base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "matplotlib")
     return Path(base) if os.path.isdir(base) else None
-
-
-def _default_env() -> dict[str, str]:
-    cache = _data_cache_dir()
-    return {"GMLIB_CACHE": str(cache)} if cache.is_dir() else {}
 
 
 @dataclass
@@ -393,8 +384,8 @@ class SandboxPolicy:
     #: HOME when no scratch tmpfs can be mounted (default: ``.gmlib-sandbox-home`` in the first
     #: writable directory, else a fresh directory in the temp dir)
     home: Path | None = None
-    #: extra environment variables for the kernel (default: GMLIB_CACHE, the grader's data cache)
-    env: dict[str, str] = field(default_factory=_default_env)
+    #: extra environment variables for the kernel (``SandboxedKernelManager.kernel_env``)
+    env: dict[str, str] = field(default_factory=dict)
     #: copied into the kernel's MPLCONFIGDIR (matplotlib's font list: saves a second per kernel)
     matplotlib_cache: Path | None = field(default_factory=_matplotlib_cache)
     mode: str = "auto"
@@ -458,17 +449,17 @@ class SandboxPolicy:
     def from_env(cls, environ: Mapping[str, str] | None = None, **changes: Any) -> "SandboxPolicy":
         """The default policy, with the overrides of the environment, then ``changes``.
 
-        ``GMLIB_SANDBOX``: ``auto`` (default), ``required`` or ``off``;
-        ``GMLIB_SANDBOX_MEMORY_MB``, ``GMLIB_SANDBOX_CPU_SECONDS`` (0: no limit);
-        ``GMLIB_SANDBOX_USER``; ``GMLIB_SANDBOX_HIDE``, ``GMLIB_SANDBOX_READ_ONLY``
+        ``AUTOGRADER_SANDBOX``: ``auto`` (default), ``required`` or ``off``;
+        ``AUTOGRADER_SANDBOX_MEMORY_MB``, ``AUTOGRADER_SANDBOX_CPU_SECONDS`` (0: no limit);
+        ``AUTOGRADER_SANDBOX_USER``; ``AUTOGRADER_SANDBOX_HIDE``, ``AUTOGRADER_SANDBOX_READ_ONLY``
         (extra paths, separated by ``os.pathsep``).
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        mode = env.get("GMLIB_SANDBOX", "").strip().lower()
+        mode = env.get("AUTOGRADER_SANDBOX", "").strip().lower()
         if mode:
             if mode not in MODES:
-                raise ValueError(f"GMLIB_SANDBOX={mode!r}: expected one of {', '.join(MODES)}")
+                raise ValueError(f"AUTOGRADER_SANDBOX={mode!r}: expected one of {', '.join(MODES)}")
             values["mode"] = mode
 
         def number(name: str) -> int | None:
@@ -481,15 +472,15 @@ class SandboxPolicy:
                 raise ValueError(f"{name}={text!r} must not be negative")
             return value or None
 
-        if env.get("GMLIB_SANDBOX_MEMORY_MB", "").strip():
-            mb = number("GMLIB_SANDBOX_MEMORY_MB")
+        if env.get("AUTOGRADER_SANDBOX_MEMORY_MB", "").strip():
+            mb = number("AUTOGRADER_SANDBOX_MEMORY_MB")
             values["memory_bytes"] = None if mb is None else mb * MiB
-        if env.get("GMLIB_SANDBOX_CPU_SECONDS", "").strip():
-            values["cpu_seconds"] = number("GMLIB_SANDBOX_CPU_SECONDS")
-        if env.get("GMLIB_SANDBOX_USER", "").strip():
-            values["user"] = env["GMLIB_SANDBOX_USER"].strip()
+        if env.get("AUTOGRADER_SANDBOX_CPU_SECONDS", "").strip():
+            values["cpu_seconds"] = number("AUTOGRADER_SANDBOX_CPU_SECONDS")
+        if env.get("AUTOGRADER_SANDBOX_USER", "").strip():
+            values["user"] = env["AUTOGRADER_SANDBOX_USER"].strip()
         policy = cls(**values)
-        for var, name in (("GMLIB_SANDBOX_HIDE", "hide"), ("GMLIB_SANDBOX_READ_ONLY", "read_only")):
+        for var, name in (("AUTOGRADER_SANDBOX_HIDE", "hide"), ("AUTOGRADER_SANDBOX_READ_ONLY", "read_only")):
             extra = [Path(p) for p in env.get(var, "").split(os.pathsep) if p.strip()]
             getattr(policy, name).extend(extra)
         policy = dataclasses.replace(policy, **changes) if changes else policy
@@ -673,8 +664,8 @@ def check_required(policy: SandboxPolicy) -> None:
         details = probe_details(policy.user or "nobody")
         lines = [f"{n} ({_HINTS[n]}; {details.get(n, (0, ''))[1] or 'probe failed'})" for n in missing]
         raise SandboxUnavailable(
-            "GMLIB_SANDBOX=required, but these protections do not work on this machine: "
-            + "; ".join(lines) + ". Run as root with CAP_SYS_ADMIN, or set GMLIB_SANDBOX=auto."
+            "AUTOGRADER_SANDBOX=required, but these protections do not work on this machine: "
+            + "; ".join(lines) + ". Run as root with CAP_SYS_ADMIN, or set AUTOGRADER_SANDBOX=auto."
         )
 
 
@@ -1338,10 +1329,10 @@ def launch(policy: SandboxPolicy, cmd: list[str], report: str | None = None) -> 
 def _kernel_manager_class() -> type:
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import Any as AnyTrait
-    from traitlets import Integer, List, Unicode
+    from traitlets import Dict, Integer, List, Unicode
 
     class SandboxedKernelManager(AsyncKernelManager):
-        """An ``AsyncKernelManager`` whose kernels run in the sandbox of :mod:`gmlib.sandbox`.
+        """An ``AsyncKernelManager`` whose kernels run in the sandbox of :mod:`autograder.sandbox`.
 
         The policy is ``sandbox_policy`` (a :class:`SandboxPolicy`) when set, else
         ``SandboxPolicy.from_env()``, with the traits below applied. The kernel's working
@@ -1354,9 +1345,11 @@ def _kernel_manager_class() -> type:
         kills every process it started (its PID namespace ends).
         """
 
-        sandbox_mode = Unicode("", help="auto, required or off (default: GMLIB_SANDBOX, else auto)").tag(config=True)
+        sandbox_mode = Unicode("", help="auto, required or off (default: AUTOGRADER_SANDBOX, else auto)").tag(config=True)
         hide = List(Unicode(), help="Directories to hide, besides the policy's").tag(config=True)
-        read_only = List(Unicode(), help="Paths to keep read-only, besides the policy's").tag(config=True)
+        read_only = List(Unicode(), help="Paths to keep read-only, besides the policy's (the course's library "
+                         "packages and data caches: the kernel imports and reads them)").tag(config=True)
+        kernel_env = Dict(Unicode(), help="Extra environment variables for the kernel").tag(config=True)
         writable = List(Unicode(), help="Paths to keep writable, besides the kernel's directory").tag(config=True)
         memory_mb = Integer(None, allow_none=True, help="Memory cap in MiB (default: policy)").tag(config=True)
         cpu_seconds = Integer(None, allow_none=True, help="CPU seconds per kernel (default: policy)").tag(config=True)
@@ -1382,7 +1375,8 @@ def _kernel_manager_class() -> type:
             if self.sandbox_user:
                 base.user = self.sandbox_user
             base.hide += [Path(p) for p in self.hide]
-            base.read_only += [Path(p) for p in self.read_only]
+            base.read_only += [Path(p) for p in self.read_only if os.path.exists(p)]
+            base.env = {**base.env, **self.kernel_env}
             base.writable += [Path(p) for p in self.writable]
             if cwd:
                 base.writable.append(Path(os.path.abspath(cwd)))
@@ -1407,7 +1401,7 @@ def _kernel_manager_class() -> type:
                 try:
                     hand_back(path, uid, gid, sandbox_uid)
                 except OSError as e:
-                    self.log.warning("gmlib.sandbox: could not give %s back to uid %s: %s", path, uid, e)
+                    self.log.warning("autograder.sandbox: could not give %s back to uid %s: %s", path, uid, e)
             self._sandbox_owners = {}
 
         def _sandbox_ids(self, policy: SandboxPolicy) -> tuple[int, int] | None:
@@ -1523,7 +1517,7 @@ def sandboxed_execute(base: type | None = None) -> type:
 
     name = f"Sandboxed{base.__name__}"
     cls = type(name, (base,), {"__init__": __init__, "__module__": __name__, "__qualname__": name,
-                               "__doc__": f"``{base.__name__}`` with kernels in the sandbox of gmlib.sandbox."})
+                               "__doc__": f"``{base.__name__}`` with kernels in the sandbox of autograder.sandbox."})
     return cls
 
 
@@ -1552,11 +1546,11 @@ def main(argv: Iterable[str] | None = None) -> int:
             print(f"{type(e).__name__}: {e}", file=sys.stderr)
             return 1
         return 0
-    parser = argparse.ArgumentParser(prog="python -m gmlib.sandbox", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m autograder.sandbox", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("probe", help="which protections work on this machine")
     p.add_argument("--json", action="store_true", help="print {protection: works} as JSON")
-    p.add_argument("--user", default=os.environ.get("GMLIB_SANDBOX_USER") or "nobody")
+    p.add_argument("--user", default=os.environ.get("AUTOGRADER_SANDBOX_USER") or "nobody")
     sub.add_parser("policy", help="print the policy from the environment as JSON")
     e = sub.add_parser("exec", help="run a command in the sandbox")
     e.add_argument("--policy", default=None, help="policy as JSON text or a JSON file (default: from the environment)")

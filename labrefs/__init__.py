@@ -1,28 +1,23 @@
-"""Reference versions of the lab functions that later exercises build on: exercise isolation.
+"""Reference versions of the lab functions that later exercises build on (exercise isolation).
 
 A lab's later exercise often calls the functions written in earlier ones (Lab 1's ``elbo_mc``
-draws its samples with the student's ``reparameterize``). Graded naively, one mistake in
-Exercise 4 then costs the points of Exercise 5 too, and a grader cannot tell which exercise is
-wrong. The test cells of such an exercise therefore run inside
+draws its samples with the student's ``reparameterize``). Its test cells therefore run inside
 
     with reference_versions(globals(), "lab01", "reparameterize", "gaussian_log_prob"):
         est, se = elbo_mc(model, x, q_mean, q_log_var, 5000)
 
-which, for the duration of the block, binds each named notebook global to the reference version
-registered here for that lab, and puts the student's own binding back afterwards (also when a
-test fails). The student's ``elbo_mc`` looks these names up in the notebook globals when it
-runs, so it is graded on its own code: an exercise's score does not depend on any other
-exercise's solution. ``tests/test_grading.py`` checks that every exercise scores full marks with
-every other exercise left blank, and ``python -m gmlib.integrity mutants`` that a mistake in one
-exercise changes no other exercise's score under real nbgrader.
+which binds each named notebook global to the reference version registered here for that lab
+while the block runs, and puts the student's own binding back afterwards (the mechanism is the
+autograder's, :mod:`autograder.kernel.references`). So an exercise's score does not depend on any
+other exercise's solution: ``tests/test_grading.py`` checks that every exercise scores full marks
+with every other exercise left blank, and ``python -m autograder.integrity mutants`` that a
+mistake in one exercise changes no other exercise's score under real nbgrader.
 
-The references are thin adapters from the lab's signatures onto the library (``gmlib.probability``,
-``gmlib.mixture``, ...), registered in :data:`REFERENCES` by lab. In autograde every function of
-this module is a forbidden reference for student code (``gmlib.guard`` adds them to each lab's
-``metadata.gmlib.forbidden``): a solution cell that calls ``reference_versions`` or an adapter to
-pass its own exercise raises :class:`gmlib.guard.ForbiddenCall`. The functions bound into the
-notebook by ``reference_versions`` exist only inside the block, while the tests of a later
-exercise run, after the tests of the exercise that asks for them.
+This is course content, not autograder code: thin adapters from each lab's signatures onto the
+library (``gmlib.probability``, ``gmlib.mixture``, ...), registered in :data:`REFERENCES` by lab.
+``nbgrader_config.py`` names this package to the grader (``GuardedExecute.reference_modules``),
+which forbids every function here to student code in autograde: a solution cell that calls
+``reference_versions`` or an adapter to pass its own exercise raises ``ForbiddenCall``.
 
 Adapters for labs whose setup cell has a ``forbidden_calls()`` block (Labs 5 and 6) hold no
 module-level reference to the objects that block replaces: it swaps them out in every ``gmlib``
@@ -30,66 +25,26 @@ module while the tests run.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, MutableMapping
+from typing import Callable, MutableMapping
 
 import torch
 
-__all__ = ["REFERENCES", "reference_versions"]
+from autograder.kernel.references import bind_references
 
-_MISSING = object()
+__all__ = ["REFERENCES", "reference_versions"]
 
 #: ``{lab: {name in the notebook: reference function with the lab's signature}}``.
 REFERENCES: dict[str, dict[str, Callable]] = {}
 
 
-@contextlib.contextmanager
-def reference_versions(namespace: MutableMapping, lab: str, *names: str) -> Iterator[None]:
+
+def reference_versions(namespace: MutableMapping, lab: str, *names: str):
     """Within the block, ``namespace[name]`` is the reference version of ``name`` in ``lab``.
 
     ``namespace``: the notebook's globals (``globals()`` in a test cell). The student's own
     bindings (or their absence) are put back when the block ends, however it ends.
     """
-    if not isinstance(namespace, MutableMapping):
-        raise TypeError(f"reference_versions: namespace must be a dict such as globals(), got {type(namespace).__name__}")
-    table = REFERENCES.get(lab)
-    if table is None:
-        raise KeyError(f"reference_versions: no reference versions for {lab!r}; labs with some: {sorted(REFERENCES)}")
-    unknown = [name for name in names if name not in table]
-    if unknown:
-        raise KeyError(f"reference_versions: {lab} has no reference version of {unknown}; it has {sorted(table)}")
-
-    def bound(name: str) -> Callable:
-        # Looks the reference up when called rather than holding it, so that gmlib.guard sees
-        # library code calling a library function (not a frame forwarding a reference it was
-        # handed, which it judges by the caller: the student's function).
-        def reference(*args, **kwargs):
-            return REFERENCES[lab][name](*args, **kwargs)
-
-        reference.__name__ = name
-        reference.__qualname__ = f"reference_versions.{name}"
-        reference.__doc__ = f"The reference version of {name} ({lab}), bound while the tests of a later exercise run."
-        return reference
-
-    saved = {name: namespace.get(name, _MISSING) for name in names}
-    try:
-        for name in names:
-            namespace[name] = bound(name)
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is _MISSING:
-                namespace.pop(name, None)
-            else:
-                namespace[name] = value
-
-
-def guarded_names() -> list[str]:
-    """Every function defined in this module: the names ``gmlib.guard`` forbids student code to call."""
-    return sorted(
-        name for name, value in globals().items()
-        if callable(value) and getattr(value, "__module__", None) == __name__ and not isinstance(value, type)
-    )
+    return bind_references(REFERENCES, namespace, lab, *names)
 
 
 # -- Lab 1: the probability toolkit -------------------------------------------------------------
