@@ -1,8 +1,9 @@
-"""Small trained models that the book ships, and the recipes that train them.
+"""Small trained models that the book ships: where their weights lie, how they are saved and loaded.
 
 A chapter that needs a model trained for minutes loads it here in a second instead.
-Every shipped file is written by a benchmark script, which trains the recipe from
-scratch, prints its figures and (with ``--save``) overwrites the weights:
+Every shipped file is written by a benchmark script, which trains the model's recipe
+(:mod:`gmlib.recipes`) from scratch, prints its figures and (with ``--save``) overwrites
+the weights:
 
 =====================  ============================  ==========================================
 model                  file                          regenerate with
@@ -15,48 +16,18 @@ are loaded with ``torch.load(..., weights_only=True)``, so a file can carry no c
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from .device import get_device
-from .likelihoods import Categorical
-from .nets import ConvDecoder, ConvEncoder
+from .recipes import VAEDigitsRecipe, vae_digits
 from .vae import VAE
 
-__all__ = ["WEIGHTS_DIR", "VAEDigitsRecipe", "vae_digits", "load_vae_digits", "save_vae_digits"]
+__all__ = ["WEIGHTS_DIR", "load_vae_digits", "save_vae_digits"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
-
-@dataclass(frozen=True)
-class VAEDigitsRecipe:
-    """Chapter 5's main model: a convolutional VAE with a 17-way categorical decoder for
-    the integer digits (``gmlib.data.digits(split, "int")``), trained by :func:`gmlib.train.train`.
-    Chosen on the validation split (the search is summarised in Chapter 5)."""
-
-    latent_dim: int = 16  # L
-    channels: int = 32  # feature maps of every convolution
-    hidden: int = 256  # units of the fully connected hidden layers
-    dropout: float = 0.2  # after every hidden layer, encoder and decoder (off in eval mode)
-    lr: float = 1e-3  # Adam
-    batch_size: int = 64
-    epochs: int = 400  # at most; early stopping ends training well before
-    patience: int = 50  # epochs without a better validation negative ELBO before stopping
-    seed: int = 0  # initial weights, batch order and the sampling inside the loss
-    shift_p: float = 0.25  # probability that a training image is moved by one pixel (gmlib.data.random_shift); 0: off
-
-
-def vae_digits(recipe: VAEDigitsRecipe = VAEDigitsRecipe()) -> VAE:
-    """An untrained model of ``recipe`` (weights seeded with ``recipe.seed``)."""
-    torch.manual_seed(recipe.seed)
-    likelihood = Categorical(17)
-    encoder = ConvEncoder(8, 2 * recipe.latent_dim, channels=recipe.channels, hidden=recipe.hidden,
-                          dropout=recipe.dropout, in_scale=1 / 16)
-    decoder = ConvDecoder(8, recipe.latent_dim, likelihood.param_size, channels=recipe.channels,
-                          hidden=recipe.hidden, dropout=recipe.dropout)
-    return VAE(encoder, decoder, likelihood, recipe.latent_dim, data_dim=64)
 
 
 def save_vae_digits(model: VAE, recipe: VAEDigitsRecipe, info: dict, path: Path | None = None) -> Path:

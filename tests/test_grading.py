@@ -479,7 +479,8 @@ def graded(tmp_path_factory):
         solution = grading.fill_solutions(release, source)
         _add(subs, lab, "auto-solution", solution)
         _add(subs, lab, "auto-release", release)
-        _add(subs, lab, "auto-stderr", _with_stderr_hook(solution))
+        if lab == LABS[0]:  # StderrToStdout does not depend on the lab: one lab proves it
+            _add(subs, lab, "auto-stderr", _with_stderr_hook(solution))
     first = LABS[0]
     for student, text, _ in MALFORMED:
         _add(subs, first, f"auto-{student}", text)
@@ -530,7 +531,7 @@ def test_blank_release_scores_zero(graded, lab):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lab", LABS)
+@pytest.mark.parametrize("lab", LABS[:1])
 def test_pytorch_warning_on_stderr_keeps_full_marks(graded, lab):
     r = _result(graded, lab, "auto-stderr")
     assert r.score == r.max_score, r.cells

@@ -1,5 +1,6 @@
-"""gmlib.pretrained and the convolutional nets of gmlib.nets: shapes, saving and loading, and the
-shipped Chapter 5 weights against the figures recorded when they were trained."""
+"""gmlib.pretrained, Chapter 5's recipe (gmlib.recipes.VAEDigitsRecipe) and the convolutional nets
+of gmlib.nets: shapes, saving and loading, and the shipped Chapter 5 weights against the figures
+recorded when they were trained."""
 import math
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 
 from gmlib.data import digits
 from gmlib.nets import ConvDecoder, ConvEncoder
-from gmlib.pretrained import WEIGHTS_DIR, VAEDigitsRecipe, load_vae_digits, save_vae_digits, vae_digits
+from gmlib.pretrained import WEIGHTS_DIR, load_vae_digits, save_vae_digits
+from gmlib.recipes import VAEDigitsRecipe, vae_digits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,13 +2,13 @@
 
 Run ``python -m gmlib.bench.gan [--preset quick|full] [--seeds N] [--toy] [--device cpu|cuda]``.
 
-For each seed, trains the DCGAN of ``gmlib.gan.PRESETS[preset]`` (``quick``: what
+For each seed, trains the DCGAN of ``gmlib.recipes.PRESETS[preset]`` (``quick``: what
 Chapter 6 trains; ``full``: wider and four times longer, on CUDA when present) on the
 1000 training digits through :func:`gmlib.train.train`, then prints:
 
 - the Fréchet distance (squared, as FID reports it) between the features of the digit
   classifier of :mod:`gmlib.metrics` for ``--n`` samples and for the 447 held-out test
-  images (:func:`gmlib.gan.digits_gan_quality`);
+  images (:func:`gmlib.recipes.digits_gan_quality`);
 - the floor: the same distance for the 1000 real training images, what a sampler of the
   training distribution would score; and, for scale, Chapter 5's VAE (shipped weights)
   sampled the same way;
@@ -17,7 +17,7 @@ Chapter 6 trains; ``full``: wider and four times longer, on CUDA when present) o
 - the training wall time.
 
 ``--toy`` also runs the objective comparison of Chapter 6 on the 2-D mixtures
-(:func:`gmlib.gan.compare_objectives`: modes covered, high-quality share, MMD^2; mean ±
+(:func:`gmlib.recipes.compare_objectives`: modes covered, high-quality share, MMD^2; mean ±
 sd over ``--toy-seeds``). Nothing is judged against a target (the issue sets none): the
 figures are printed for the README.
 """
@@ -32,8 +32,8 @@ import torch
 
 from ._common import add_device_arguments, print_header, run_on_device, sync
 from ..data import digits
-from ..gan import PRESETS, compare_objectives, comparison_table, digits_gan_quality, train_digits_gan
 from ..metrics import class_histogram, digit_frechet
+from ..recipes import PRESETS, compare_objectives, comparison_table, digits_gan_quality, train_digits_gan
 
 
 def _mean_sd(values) -> str:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_arguments(parser)
     parser.set_defaults(threads=1)  # small convolutions: one thread is fastest on 2 shared cores
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="the DCGAN recipe (gmlib.gan.PRESETS)")
+    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="the DCGAN recipe (gmlib.recipes.PRESETS)")
     parser.add_argument("--seeds", type=int, default=3, help="training runs, seeds 0 .. N-1")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (e.g. for a smoke test)")
     parser.add_argument("--n", type=int, default=1000, help="samples per model for the Fréchet distance")
@@ -122,7 +122,7 @@ def _run(args, device) -> int:
 
     if args.toy:
         print()
-        print(f"Objectives on the ring of eight Gaussians (gmlib.gan.ToyProtocol, seeds 0..{args.toy_seeds - 1}):")
+        print(f"Objectives on the ring of eight Gaussians (gmlib.recipes.ToyProtocol, seeds 0..{args.toy_seeds - 1}):")
         toy_rows = compare_objectives(seeds=tuple(range(args.toy_seeds)), data="eight_gaussians")
         print(comparison_table(toy_rows))
     return 0 if all(math.isfinite(r["frechet"]) for r in rows) else 1

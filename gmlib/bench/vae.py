@@ -2,7 +2,7 @@
 
 Run ``python -m gmlib.bench.vae [--save] [--device cpu|cuda]``.
 
-Trains :class:`gmlib.pretrained.VAEDigitsRecipe` (a convolutional VAE with a 17-way
+Trains :class:`gmlib.recipes.VAEDigitsRecipe` (a convolutional VAE with a 17-way
 categorical decoder) on ``gmlib.data.digits("train", "int")`` through
 :func:`gmlib.train.train`, with early stopping on the validation negative ELBO, and
 prints, on the validation and test splits, in nats per image and bits per dimension:
@@ -33,7 +33,8 @@ import torch
 from ._common import add_device_arguments, print_header, run_on_device, sync
 from ..data import digits, random_shift
 from ..metrics import nats_to_bits_per_dim
-from ..pretrained import VAEDigitsRecipe, save_vae_digits, vae_digits
+from ..pretrained import save_vae_digits
+from ..recipes import VAEDigitsRecipe, vae_digits
 from ..train import train
 
 REFERENCE_NELBO = 97.0  # Tomczak (2022), VAE with a categorical decoder, this split
