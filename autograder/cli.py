@@ -5,9 +5,12 @@ r"""The autograder's command line: ``python -m autograder COMMAND``.
     labs                          list the course's labs
     release [LAB ...]             regenerate notebooks/LAB/LAB.ipynb from the source (default: all labs)
     check-release [LAB ...]       fail, naming the lab, when a committed release is stale
-    autograde LAB [--root DIR] [--restart]
+    autograde LAB [--root DIR] [--restart] [--jobs N | --scheduler tcp://HOST:8786] [--db-url URL]
                                   autograde every submission of LAB in a course (default: the
-                                  course itself); an interrupted run is finished by running it again
+                                  course itself); an interrupted run is finished by running it
+                                  again. With --jobs or --scheduler, in parallel on Dask
+                                  (autograder.parallel: one task per submission, the gradebook
+                                  in PostgreSQL)
     demo [--root DIR] [--submissions DIR] [--labs LAB ...]
                                   end-to-end demo in a fresh scratch course (default _grading/demo):
                                   generate every lab, autograde the example submissions
@@ -56,6 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("lab")
     p.add_argument("--root", default=None, help="course directory to grade in (default: the course)")
     p.add_argument("--restart", action="store_true", help="regrade submissions already graded")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, default=None,
+                       help="grade in parallel on N local Dask workers (one sandboxed kernel each)")
+    where.add_argument("--scheduler", default=None, help="grade on the Dask cluster at tcp://HOST:8786")
+    p.add_argument("--db-url", default=None, help="gradebook URL (PostgreSQL for parallel grading)")
+    p.add_argument("--allow-sqlite", action="store_true", help="let several workers write a SQLite gradebook")
     p = sub.add_parser("demo", help="generate, autograde the example submissions, export a CSV")
     p.add_argument("--root", default=None, help="scratch course directory (default: _grading/demo)")
     p.add_argument("--submissions", default=None,
@@ -80,9 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if problems:
                 return 1
             print(f"releases up to date: {', '.join(labs)}")
+        elif args.command == "autograde" and (args.jobs or args.scheduler):
+            from autograder.parallel import ALREADY_GRADED, GRADED, grade_parallel
+
+            statuses = grade_parallel(args.root or repo, args.lab, jobs=args.jobs, scheduler=args.scheduler,
+                                      db_url=args.db_url, restart=args.restart, allow_sqlite=args.allow_sqlite,
+                                      out=lambda line: print(line, flush=True))
+            if any(s not in (GRADED, ALREADY_GRADED) for s in statuses.values()):
+                return 1
         elif args.command == "autograde":
             root = Path(args.root) if args.root else repo
-            url = os.environ.get("AUTOGRADER_GRADEBOOK_URL") if root.resolve() == repo.resolve() else None
+            url = args.db_url or (os.environ.get("AUTOGRADER_GRADEBOOK_URL") if root.resolve() == repo.resolve() else None)
             results = autograde_course(Course(root, db_url=url), args.lab, resume=not args.restart)
             print(format_table(results))
             if any(r.error for r in results):

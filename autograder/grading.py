@@ -212,8 +212,8 @@ class Course:
             return self.root / steps[step] / lab / f"{lab}.ipynb"
         return self.root / steps[step] / student / lab / f"{lab}.ipynb"
 
-    def nbgrader(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Run ``nbgrader ARGS`` on this course; with ``check``, raise :class:`GradingError` on failure."""
+    def nbgrader_command(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that run ``nbgrader ARGS`` on this course."""
         cmd = [
             sys.executable, "-m", "nbgrader", *args,
             f"--CourseDirectory.root={self.root}",
@@ -224,6 +224,11 @@ class Course:
         # nbgrader's Gradebook runs the `alembic` executable found on PATH: make it this environment's.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.update(self.env)
+        return cmd, env
+
+    def nbgrader(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``nbgrader ARGS`` on this course; with ``check``, raise :class:`GradingError` on failure."""
+        cmd, env = self.nbgrader_command(*args)
         proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True)
         if check and proc.returncode != 0:
             raise GradingError(

@@ -268,15 +268,17 @@ class LabMutationReport:
 
 
 def run_mutants(lab: str, root: Path, mutants: Sequence[Mutant], repo: Path | None = None, out=print) -> LabMutationReport:
-    """Autograde the solution and one submission per mutant of ``lab`` in one nbgrader batch."""
+    """Autograde the solution, the blank release and one submission per mutant of ``lab`` in one
+    nbgrader batch. The solution must score full marks and the blank release 0."""
     root = grading._fresh_root(Path(root), repo)
     course = Course.create(root, [lab], repo)
     course.generate(lab)
     course.submit_notebook(lab, "reference", solution_notebook(lab, repo))
+    course.submit_notebook(lab, "blank", _read(release_path(lab, repo)))
     for m in mutants:
         course.submit_notebook(lab, m.student, mutant_notebook(m, repo))
-    students = ["reference"] + [m.student for m in mutants]
-    out(f"{lab}: autograding the solution and {len(mutants)} mutant(s)")
+    students = ["reference", "blank"] + [m.student for m in mutants]
+    out(f"{lab}: autograding the solution, the blank release and {len(mutants)} mutant(s)")
     start = time.perf_counter()
     errors = course.autograde_batch(lab, students)
     seconds = time.perf_counter() - start
@@ -286,6 +288,10 @@ def run_mutants(lab: str, root: Path, mutants: Sequence[Mutant], repo: Path | No
     reference = scores[(lab, "reference")]
     if reference.score != reference.max_score:
         raise GradingError(f"{lab}: the solution scores {reference.score}/{reference.max_score}: {reference.cells}")
+    blank = scores.get((lab, "blank"))
+    if "blank" in errors or blank is None or blank.score != 0:
+        raise GradingError(f"{lab}: the blank release was not graded 0: "
+                           f"{errors.get('blank') or (blank.score, blank.cells) if blank else 'not graded'}")
     results = []
     for m in mutants:
         if m.student in errors:

@@ -3,4 +3,5 @@ import sys
 
 from autograder.sandbox.launcher import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned worker process imports it
+    sys.exit(main())
