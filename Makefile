@@ -64,11 +64,12 @@ book-check:
 	  grep -q '<img' $$page || { echo "book-check: $$page has no figures (were the plots drawn?)"; exit 1; }; done; \
 	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter"
 
-# Two at a time, one per core: the autograder's integrity (the longest) beside the labs and the
-# book; then, on the first core free, the tests of gmlib and of the grading pipeline. Each
-# stream's output is printed when it ends (--output-sync).
+# Four streams, two at a time (one per core), the longest first: the grading pipeline (its
+# parallel and PostgreSQL runs included) beside the autograder's integrity; then the labs and the
+# book, and the fast tests, each on the first core free. Each stream's output is printed when it
+# ends (--output-sync).
 test: $(STAMP)
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse test-integrity test-pages test-code
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse test-grading test-integrity test-pages test-lib
 
 test-code: $(STAMP)
 	$(MAKE) --no-print-directory test-lib
@@ -78,16 +79,18 @@ test-pages: $(STAMP)
 	$(MAKE) --no-print-directory test-labs
 	$(MAKE) --no-print-directory book
 
-# gmlib: the mathematics, data, training loop (fast)
+# gmlib: the mathematics, data, training loop; the autograder's pieces, in process (fast)
 test-lib: $(STAMP)
 	$(BIN)/pytest tests -m "not slow" -q $(PYTEST_ARGS)
 
-# nbgrader: solution = full marks, blank = 0, release in sync, warnings harmless
+# nbgrader: the demo (first lab: solution = full marks, blank = 0; releases in sync, warnings
+# harmless), PostgreSQL, a class graded in parallel on Dask with a killed worker, the benchmark's smoke test
 test-grading: $(STAMP)
 	$(BIN)/pytest tests -m slow -q --ignore=tests/test_integrity.py $(PYTEST_ARGS)
 
-# mutants autograded by nbgrader (one per exercise: its exercise loses points, no other exercise
-# changes), hostile submissions, feedback without hidden tests, killed batches.
+# every lab's solution (full marks), blank release (0) and a sample of its mutants (the first and
+# the last exercise: it loses points there, no other exercise changes) autograded by nbgrader;
+# hostile submissions, feedback without hidden tests, killed batches.
 test-integrity: $(STAMP)
 	$(BIN)/pytest tests/test_integrity.py -q -s $(PYTEST_ARGS)
 

@@ -633,6 +633,51 @@ def format_table(results: Sequence[SubmissionResult]) -> str:
 # ----------------------------------------------------------------------------
 
 
+def lab_keys(nb) -> set[str]:
+    """What identifies a lab's cells: each nbgrader cell's ``grade_id`` with the release's checksum."""
+    keys = set()
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if isinstance(meta, dict) and isinstance(meta.get("grade_id"), str):
+            keys.add(f"{meta['grade_id']}:{meta.get('checksum', '')}")
+    return keys
+
+
+def release_keys(course) -> dict[str, set[str]]:
+    """``{lab: keys}`` for every lab released in the course (``notebooks/LAB/LAB.ipynb``)."""
+    keys = {}
+    release_dir = course.root / RELEASE_DIR
+    for path in sorted(release_dir.iterdir()) if release_dir.is_dir() else []:
+        notebook = path / f"{path.name}.ipynb"
+        if LAB_PATTERN.match(path.name) and notebook.is_file():
+            try:
+                keys[path.name] = lab_keys(nbformat.read(str(notebook), as_version=4))
+            except Exception:  # an unreadable release identifies nothing
+                continue
+    return keys
+
+
+def other_lab(path: Path, lab: str, releases: dict[str, set[str]]) -> str | None:
+    """A one-line reason when the notebook at ``path`` is another lab's, else ``None``.
+
+    Like :class:`RestoreCells`, which matches cells by ``grade_id``, a notebook belongs to the
+    lab whose cells it carries: its nbgrader cells (``grade_id`` and checksum, which the student
+    does not edit) are counted against every release; a notebook with more cells of another lab
+    than of this one is refused. Cells without nbgrader metadata count for no lab.
+    """
+    keys = lab_keys(nbformat.read(str(path), as_version=4))
+    mine = len(keys & releases.get(lab, set()))
+    best, best_n = None, mine
+    for other, other_keys in sorted(releases.items()):
+        n = len(keys & other_keys)
+        if other != lab and n > best_n:
+            best, best_n = other, n
+    if best is None:
+        return None
+    return (f"the notebook is {best}, not {lab}: {best_n} of its {len(keys)} nbgrader cells are "
+            f"{best}'s, {mine} are {lab}'s")
+
+
 def autograde_course(course: Course, lab: str, resume: bool = True, out=print) -> list[SubmissionResult]:
     """Autograde every ``_grading/submitted/<student>/LAB/LAB.ipynb`` of ``course``.
 
@@ -653,8 +698,10 @@ def autograde_course(course: Course, lab: str, resume: bool = True, out=print) -
     submitted = course.root / GRADING_DIR / "submitted"
     students = sorted(p.name for p in submitted.iterdir() if (p / lab / f"{lab}.ipynb").exists()) if submitted.is_dir() else []
     errors = {}
+    releases = release_keys(course)
     for student in students:
-        reason = validate_submission(course.path("submitted", student, lab))
+        path = course.path("submitted", student, lab)
+        reason = validate_submission(path) or other_lab(path, lab, releases)
         if reason:
             errors[student] = reason
     todo = [s for s in students if s not in errors]

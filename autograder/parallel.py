@@ -112,7 +112,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import nbformat
 
 from autograder import config, grading
 
@@ -197,51 +196,6 @@ def _grade_task(root: str, lab: str, student: str, db_url: str) -> dict:
 # ----------------------------------------------------------------------------
 # Checks made before anything is graded
 # ----------------------------------------------------------------------------
-
-
-def _lab_keys(nb) -> set[str]:
-    """What identifies a lab's cells: each nbgrader cell's ``grade_id`` with the release's checksum."""
-    keys = set()
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader")
-        if isinstance(meta, dict) and isinstance(meta.get("grade_id"), str):
-            keys.add(f"{meta['grade_id']}:{meta.get('checksum', '')}")
-    return keys
-
-
-def _release_keys(course) -> dict[str, set[str]]:
-    """``{lab: keys}`` for every lab released in the course (``notebooks/LAB/LAB.ipynb``)."""
-    keys = {}
-    release_dir = course.root / grading.RELEASE_DIR
-    for path in sorted(release_dir.iterdir()) if release_dir.is_dir() else []:
-        notebook = path / f"{path.name}.ipynb"
-        if grading.LAB_PATTERN.match(path.name) and notebook.is_file():
-            try:
-                keys[path.name] = _lab_keys(nbformat.read(str(notebook), as_version=4))
-            except Exception:  # an unreadable release identifies nothing
-                continue
-    return keys
-
-
-def _other_lab(path: Path, lab: str, releases: dict[str, set[str]]) -> str | None:
-    """A one-line reason when the notebook at ``path`` is another lab's, else ``None``.
-
-    Like :class:`RestoreCells`, which matches cells by ``grade_id``, a notebook belongs to the
-    lab whose cells it carries: its nbgrader cells (``grade_id`` and checksum, which the student
-    does not edit) are counted against every release; a notebook with more cells of another lab
-    than of this one is refused. Cells without nbgrader metadata count for no lab.
-    """
-    keys = _lab_keys(nbformat.read(str(path), as_version=4))
-    mine = len(keys & releases.get(lab, set()))
-    best, best_n = None, mine
-    for other, other_keys in sorted(releases.items()):
-        n = len(keys & other_keys)
-        if other != lab and n > best_n:
-            best, best_n = other, n
-    if best is None:
-        return None
-    return (f"the notebook is {best}, not {lab}: {best_n} of its {len(keys)} nbgrader cells are "
-            f"{best}'s, {mine} are {lab}'s")
 
 
 def _check_gradebook(url: str, lab: str, root: Path, timeout: float) -> None:
@@ -352,8 +306,8 @@ def _plan(root, lab: str, students: Sequence[str] | None, db_url: str | None, re
             continue
         reason = grading.validate_submission(path)
         if reason is None:
-            releases = _release_keys(course) if releases is None else releases
-            reason = _other_lab(path, lab, releases)
+            releases = grading.release_keys(course) if releases is None else releases
+            reason = grading.other_lab(path, lab, releases)
         if reason:
             plan.refused[student] = _one_line(reason)
         else:

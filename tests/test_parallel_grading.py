@@ -367,11 +367,17 @@ def test_a_notebook_of_another_lab(alone):
     try:
         with _nothing_changes(alone.course):
             proc = _cli(lab, "--root", str(alone.course.root), "--students", "mut-1")
+            # the single-process command refuses it too (the others are graded already: skipped)
+            sequential = subprocess.run(
+                [sys.executable, "-m", "autograder", "autograde", lab, "--root", str(alone.course.root)],
+                cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     finally:
         path.write_bytes(original)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     about = [line for line in proc.stdout.splitlines() if "mut-1" in line]
     assert len(about) == 1 and f"the notebook is {other}, not {lab}" in about[0], proc.stdout
+    assert sequential.returncode == 1, sequential.stdout + sequential.stderr
+    assert f"the notebook is {other}, not {lab}" in sequential.stdout, sequential.stdout
 
 
 def test_sqlite_gradebook_refused_with_several_workers(alone):

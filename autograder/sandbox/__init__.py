@@ -3,9 +3,12 @@
 The implementation is :mod:`autograder.sandbox.launcher`, which also runs as a script: the
 grader starts ``python -I launcher.py exec --policy ... -- KERNEL`` and the launcher confines
 itself before it executes the kernel. See its docstring for what is enforced and what is not.
-``python -m autograder.sandbox probe`` prints what this machine allows.
+``python -m autograder.sandbox probe`` prints what this machine allows. The same policy can
+be enforced with bubblewrap instead, without root: :mod:`autograder.sandbox.bwrap`
+(``AUTOGRADER_SANDBOX_BACKEND=bwrap``; ``auto`` picks it where the launcher lacks root).
 """
 from autograder.sandbox.launcher import (
+    BACKENDS,
     MODES,
     PROTECTIONS,
     SandboxPolicy,
@@ -19,6 +22,7 @@ from autograder.sandbox.launcher import (
     needed_protections,
     probe,
     probe_details,
+    resolve_backend,
     sandboxed_execute,
     wrap_command,
 )
@@ -38,4 +42,5 @@ __all__ = [
     "PROTECTIONS", "MODES", "SandboxPolicy", "SandboxUnavailable", "probe", "probe_details", "describe",
     "needed_protections", "missing_protections", "check_required", "active_protections", "wrap_command",
     "hand_back", "sandboxed_execute", "SandboxedKernelManager", "SandboxedExecute", "main",
+    "BACKENDS", "resolve_backend",  # bwrap backend
 ]

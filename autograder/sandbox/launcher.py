@@ -7,6 +7,12 @@ This module confines such a kernel with plain Linux mechanisms that need no extr
 package (bubblewrap is not required): a private mount namespace, a private network
 namespace, a private PID namespace, an unprivileged user and resource limits.
 
+Backends (bwrap backend): this launcher, which needs root (CAP_SYS_ADMIN), is the ``native``
+backend. :mod:`autograder.sandbox.bwrap` enforces the same policy with bubblewrap
+(``bwrap``), without root, through a user namespace; what it does differently is listed
+there. ``SandboxPolicy.backend`` (``AUTOGRADER_SANDBOX_BACKEND``) chooses: ``auto`` (the
+default) is this launcher as root with CAP_SYS_ADMIN, else bubblewrap where it works.
+
 What is protected, and how
 --------------------------
 ``mount_namespace``
@@ -103,8 +109,8 @@ What it cannot stop
 Interface
 ---------
 :func:`probe` (which protections work here), :func:`describe`, :class:`SandboxPolicy`
-(``SandboxPolicy.from_env()`` reads ``AUTOGRADER_SANDBOX``, ``AUTOGRADER_SANDBOX_MEMORY_MB``,
-``AUTOGRADER_SANDBOX_CPU_SECONDS`` and a few more), :func:`wrap_command`,
+(``SandboxPolicy.from_env()`` reads ``AUTOGRADER_SANDBOX``, ``AUTOGRADER_SANDBOX_BACKEND``,
+``AUTOGRADER_SANDBOX_MEMORY_MB``, ``AUTOGRADER_SANDBOX_CPU_SECONDS`` and a few more), :func:`wrap_command`,
 :func:`check_required`, :func:`active_protections`, :func:`hand_back`,
 :class:`SandboxedKernelManager` (a jupyter_client ``AsyncKernelManager``) and
 :class:`SandboxedExecute` (nbgrader's ``Execute`` using it; :func:`sandboxed_execute` makes
@@ -114,7 +120,7 @@ standard library (and starts in a few tens of milliseconds).
 
 Command line::
 
-    python -m autograder.sandbox probe [--json] [--user USER]
+    python -m autograder.sandbox probe [--json] [--user USER] [--backend auto|native|bwrap]
     python -m autograder.sandbox policy            # the policy from the environment, as JSON
     python -m autograder.sandbox exec --policy FILE_OR_JSON [--report FILE] -- CMD ...
 """
@@ -156,6 +162,9 @@ __all__ = [
     "check_required",
     "active_protections",
     "wrap_command",
+    "BACKENDS",
+    "backend_name",
+    "resolve_backend",
     "hand_back",
     "sandboxed_execute",
     "SandboxedKernelManager",
@@ -168,6 +177,9 @@ PROTECTIONS = ("mount_namespace", "network_namespace", "pid_namespace", "drop_pr
 #: the ones mode "required" insists on (the PID namespace is used when available)
 REQUIRED = ("mount_namespace", "network_namespace", "drop_privileges", "rlimits")
 MODES = ("auto", "required", "off")
+#: bwrap backend: which program confines the kernel (auto: native as root with CAP_SYS_ADMIN, else
+#: bubblewrap where it works, else native; see autograder.sandbox.bwrap)
+BACKENDS = ("auto", "native", "bwrap")
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -381,7 +393,7 @@ class SandboxPolicy:
     user: str | None = "nobody"
     network: bool = False
     pid_namespace: bool = True
-    #: HOME when no scratch tmpfs can be mounted (default: ``.gmlib-sandbox-home`` in the first
+    #: HOME when no scratch tmpfs can be mounted (default: ``.autograder-sandbox-home`` in the first
     #: writable directory, else a fresh directory in the temp dir)
     home: Path | None = None
     #: extra environment variables for the kernel (``SandboxedKernelManager.kernel_env``)
@@ -389,6 +401,8 @@ class SandboxPolicy:
     #: copied into the kernel's MPLCONFIGDIR (matplotlib's font list: saves a second per kernel)
     matplotlib_cache: Path | None = field(default_factory=_matplotlib_cache)
     mode: str = "auto"
+    #: bwrap backend: "auto", "native" (this launcher) or "bwrap" (:mod:`autograder.sandbox.bwrap`)
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("hide", "read_only", "writable", "scratch"):
@@ -404,6 +418,8 @@ class SandboxPolicy:
         """Raise ``ValueError`` for a policy that could not be applied safely."""
         if self.mode not in MODES:
             raise ValueError(f"sandbox mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.backend not in BACKENDS:  # bwrap backend
+            raise ValueError(f"sandbox backend {self.backend!r}: expected one of {', '.join(BACKENDS)}")
         if self.memory_rlimit not in ("data", "as"):
             raise ValueError(f"memory_rlimit {self.memory_rlimit!r}: expected 'data' or 'as'")
         for name in ("hide", "read_only", "writable", "scratch"):
@@ -450,6 +466,7 @@ class SandboxPolicy:
         """The default policy, with the overrides of the environment, then ``changes``.
 
         ``AUTOGRADER_SANDBOX``: ``auto`` (default), ``required`` or ``off``;
+        ``AUTOGRADER_SANDBOX_BACKEND``: ``auto`` (default), ``native`` or ``bwrap``;
         ``AUTOGRADER_SANDBOX_MEMORY_MB``, ``AUTOGRADER_SANDBOX_CPU_SECONDS`` (0: no limit);
         ``AUTOGRADER_SANDBOX_USER``; ``AUTOGRADER_SANDBOX_HIDE``, ``AUTOGRADER_SANDBOX_READ_ONLY``
         (extra paths, separated by ``os.pathsep``).
@@ -461,6 +478,11 @@ class SandboxPolicy:
             if mode not in MODES:
                 raise ValueError(f"AUTOGRADER_SANDBOX={mode!r}: expected one of {', '.join(MODES)}")
             values["mode"] = mode
+        backend = env.get("AUTOGRADER_SANDBOX_BACKEND", "").strip().lower()  # bwrap backend
+        if backend:
+            if backend not in BACKENDS:
+                raise ValueError(f"AUTOGRADER_SANDBOX_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
+            values["backend"] = backend
 
         def number(name: str) -> int | None:
             text = env.get(name, "").strip()
@@ -512,11 +534,11 @@ def _probe_child(name: str, args: list[str]) -> None:
         _mount(None, inner, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
         assert os.path.exists(os.path.join(inner, os.path.basename(SCRIPT))), "bind mount empty"
         try:
-            open(os.path.join(inner, ".gmlib-sandbox-probe"), "w").close()
+            open(os.path.join(inner, ".autograder-sandbox-probe"), "w").close()
         except OSError as e:
             assert e.errno == errno.EROFS, f"read-only bind: {e}"
         else:
-            os.unlink(os.path.join(inner, ".gmlib-sandbox-probe"))
+            os.unlink(os.path.join(inner, ".autograder-sandbox-probe"))
             raise AssertionError("read-only bind mount is writable")
     elif name == "network_namespace":
         port = int(args[0])
@@ -600,27 +622,64 @@ def _probe_cached(user: str) -> tuple[tuple[str, bool, str], ...]:
     return tuple((name, ok, why) for name, (ok, why) in _probe_run(user).items())
 
 
-def probe_details(user: str = "nobody", refresh: bool = False) -> dict[str, tuple[bool, str]]:
+# -- bwrap backend: which backend a policy uses (autograder.sandbox.bwrap) ---------------------
+
+def backend_name(policy_or_name: "SandboxPolicy | str | None" = None) -> str:
+    """The backend asked for (one of :data:`BACKENDS`): a policy's, a name, or (None)
+    ``AUTOGRADER_SANDBOX_BACKEND`` (default ``auto``)."""
+    if isinstance(policy_or_name, SandboxPolicy):
+        return policy_or_name.backend
+    name = (policy_or_name or os.environ.get("AUTOGRADER_SANDBOX_BACKEND", "")).strip().lower() or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"sandbox backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+def resolve_backend(policy_or_name: "SandboxPolicy | str | None" = None) -> str:
+    """``"native"`` or ``"bwrap"``: the backend that confines a kernel here. ``auto`` is the
+    native launcher as root with CAP_SYS_ADMIN, else bubblewrap where ``bwrap`` is on PATH
+    and works, else the native launcher (which then keeps only what works: the rlimits)."""
+    name = backend_name(policy_or_name)
+    if name != "auto":
+        return name
+    from autograder.sandbox import bwrap
+
+    return bwrap.auto_backend()
+# -- end bwrap backend ---------------------------------------------------------------------------
+
+
+def probe_details(user: str = "nobody", refresh: bool = False,
+                  backend: "SandboxPolicy | str | None" = None) -> dict[str, tuple[bool, str]]:
     """``{protection: (works, why not)}``, each protection tried for real in a throwaway
-    child process (cached per user; ``refresh`` tries again)."""
+    child process (cached per user; ``refresh`` tries again), with ``backend`` (default: the
+    one :func:`resolve_backend` picks from the environment)."""
+    if resolve_backend(backend) == "bwrap":  # bwrap backend
+        from autograder.sandbox import bwrap
+
+        return bwrap.probe_details(user, refresh)
     if refresh:
         _probe_cached.cache_clear()
     return {name: (ok, why) for name, ok, why in _probe_cached(user)}
 
 
-def probe(user: str = "nobody", refresh: bool = False) -> dict[str, bool]:
+def probe(user: str = "nobody", refresh: bool = False, backend: "SandboxPolicy | str | None" = None) -> dict[str, bool]:
     """Which protections work on this machine: ``{"mount_namespace": True, ...}`` for each of
-    :data:`PROTECTIONS`, each tried for real in a throwaway child process (cached)."""
-    return {name: ok for name, (ok, _) in probe_details(user, refresh).items()}
+    :data:`PROTECTIONS`, each tried for real in a throwaway child process (cached), with
+    ``backend`` (default: the one :func:`resolve_backend` picks from the environment)."""
+    return {name: ok for name, (ok, _) in probe_details(user, refresh, backend).items()}
 
 
-def describe(probe_result: Mapping[str, bool] | None = None, user: str = "nobody") -> str:
-    """One line: which protections work (``probe()`` when no result is given)."""
-    result = probe(user) if probe_result is None else probe_result
+def describe(probe_result: Mapping[str, bool] | None = None, user: str = "nobody",
+             backend: "SandboxPolicy | str | None" = None) -> str:
+    """One line: which protections work (``probe()`` when no result is given), and with which
+    backend (``[backend: ...]``)."""
+    result = probe(user, backend=backend) if probe_result is None else probe_result
     names = {"drop_privileges": f"drop privileges ({user})"}
     parts = [f"{names.get(k, k.replace('_', ' '))}: {'yes' if result.get(k) else 'no'}" for k in PROTECTIONS
              if k in result]
-    return ", ".join(parts)
+    from autograder.sandbox import bwrap  # bwrap backend
+
+    return ", ".join(parts) + f" [backend: {bwrap.backend_label(resolve_backend(backend))}]"
 
 
 def needed_protections(policy: SandboxPolicy) -> list[str]:
@@ -638,7 +697,7 @@ def needed_protections(policy: SandboxPolicy) -> list[str]:
 
 
 def missing_protections(policy: SandboxPolicy, probe_result: Mapping[str, bool] | None = None) -> list[str]:
-    result = probe(policy.user or "nobody") if probe_result is None else probe_result
+    result = probe(policy.user or "nobody", backend=resolve_backend(policy)) if probe_result is None else probe_result
     return [name for name in needed_protections(policy) if not result.get(name)]
 
 
@@ -649,7 +708,7 @@ def active_protections(policy: SandboxPolicy | None = None) -> dict[str, bool]:
     policy = SandboxPolicy.from_env() if policy is None else policy
     if policy.mode == "off":
         return {name: False for name in PROTECTIONS}
-    works = probe(policy.user or "nobody")
+    works = probe(policy.user or "nobody", backend=resolve_backend(policy))
     wanted = set(needed_protections(policy))
     if policy.pid_namespace and "mount_namespace" in wanted and works.get("mount_namespace"):
         wanted.add("pid_namespace")
@@ -661,11 +720,15 @@ def check_required(policy: SandboxPolicy) -> None:
     ``policy`` needs does not work here (:func:`probe`)."""
     missing = missing_protections(policy)
     if missing:
-        details = probe_details(policy.user or "nobody")
-        lines = [f"{n} ({_HINTS[n]}; {details.get(n, (0, ''))[1] or 'probe failed'})" for n in missing]
+        backend = resolve_backend(policy)
+        details = probe_details(policy.user or "nobody", backend=backend)
+        hints = _HINTS if backend == "native" else {}
+        lines = [f"{n} ({hints[n] + '; ' if n in hints else ''}{details.get(n, (0, ''))[1] or 'probe failed'})"
+                 for n in missing]
         raise SandboxUnavailable(
-            "AUTOGRADER_SANDBOX=required, but these protections do not work on this machine: "
-            + "; ".join(lines) + ". Run as root with CAP_SYS_ADMIN, or set AUTOGRADER_SANDBOX=auto."
+            f"AUTOGRADER_SANDBOX=required, but these protections do not work on this machine (backend {backend}): "
+            + "; ".join(lines) + ". Run as root with CAP_SYS_ADMIN, or install bubblewrap (bwrap) where user "
+            "namespaces are allowed (AUTOGRADER_SANDBOX_BACKEND=bwrap), or set AUTOGRADER_SANDBOX=auto."
         )
 
 
@@ -677,6 +740,8 @@ def wrap_command(cmd: list[str], policy: SandboxPolicy | None = None,
     naming each protection the policy needs that :func:`probe` found unavailable. Mode
     ``auto``: the launcher applies what works and says on stderr what is active.
     ``report``: a file where the launcher writes, as JSON, what it made active.
+    The backend is :func:`resolve_backend`'s: with ``bwrap``, the launcher is
+    :mod:`autograder.sandbox.bwrap` (the same policy, through bubblewrap).
     """
     policy = SandboxPolicy.from_env() if policy is None else policy
     policy.validate()
@@ -686,6 +751,14 @@ def wrap_command(cmd: list[str], policy: SandboxPolicy | None = None,
         raise ValueError("empty command")
     if policy.mode == "required":
         check_required(policy)
+    if resolve_backend(policy) == "bwrap":  # bwrap backend
+        from autograder.sandbox import bwrap
+
+        usable, why = bwrap.usable()
+        if usable:
+            return bwrap.wrap_command(cmd, policy, report)
+        print(f"{_PREFIX}: warning: the bwrap backend does not work here ({why}): native launcher used",
+              file=sys.stderr, flush=True)
     out = [sys.executable, "-I", SCRIPT, "exec", "--policy", policy.to_json()]
     if report is not None:
         out += ["--report", os.fspath(report)]
@@ -851,9 +924,34 @@ def _build_filesystem(launch: _Launch) -> dict[str, int]:
     for fd in sources.values():
         os.close(fd)
     scratch_real = [p for p, kind in plan if kind == "scratch" and p in tmpfs_roots]
-    tmp = os.path.realpath(tempfile.gettempdir())
-    launch.tmpdir = tmp if tmp in scratch_real else (scratch_real[0] if scratch_real else None)
+    launch.tmpdir = _choose_tmpdir(scratch_real)
     return counts
+
+
+# -- shared with the bwrap backend (autograder.sandbox.bwrap): TMPDIR, HOME and its layout --------
+
+#: environment variables pointing into the sandbox's private HOME
+_HOME_SUBDIRS = {"IPYTHONDIR": ".ipython", "MPLCONFIGDIR": ".config/matplotlib", "XDG_CONFIG_HOME": ".config",
+                 "XDG_CACHE_HOME": ".cache", "XDG_DATA_HOME": ".local/share", "XDG_RUNTIME_DIR": ".run",
+                 "JUPYTER_RUNTIME_DIR": ".local/share/jupyter/runtime"}
+
+
+def _choose_tmpdir(scratch_real: list[str]) -> str | None:
+    """TMPDIR in the sandbox: the temp dir when it got a scratch tmpfs, else the first scratch."""
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return tmp if tmp in scratch_real else (scratch_real[0] if scratch_real else None)
+
+
+def _choose_home(policy: SandboxPolicy, tmpdir: str | None) -> str | None:
+    """HOME in the sandbox: in the scratch TMPDIR, else ``policy.home``, else in the first
+    writable directory; None: a fresh directory in the temp dir (left behind)."""
+    if tmpdir:
+        return os.path.join(tmpdir, ".autograder-sandbox-home")
+    if policy.home is not None:
+        return os.path.realpath(policy.home)
+    first = next((os.path.realpath(p) for p in policy.writable if os.path.isdir(p)), None)
+    return os.path.join(first, ".autograder-sandbox-home") if first else None
+# -- end shared with the bwrap backend ------------------------------------------------------------
 
 
 def _may_hand_over(path: str, policy: SandboxPolicy) -> str | None:
@@ -953,23 +1051,12 @@ def hand_back(path: str | os.PathLike, uid: int, gid: int, sandbox_uid: int) -> 
 
 def _make_home(launch: _Launch) -> None:
     """A private writable HOME with IPython, matplotlib and XDG directories."""
-    policy = launch.policy
-    if launch.tmpdir:
-        home = os.path.join(launch.tmpdir, ".gmlib-sandbox-home")
-        os.makedirs(home, mode=0o700, exist_ok=True)
-    elif policy.home is not None:
-        home = os.path.realpath(policy.home)
-        os.makedirs(home, mode=0o700, exist_ok=True)
-    elif any(os.path.isdir(p) for p in policy.writable):  # in the kernel's own space
-        first = next(os.path.realpath(p) for p in policy.writable if os.path.isdir(p))
-        home = os.path.join(first, ".gmlib-sandbox-home")
+    home = _choose_home(launch.policy, launch.tmpdir)
+    if home is not None:
         os.makedirs(home, mode=0o700, exist_ok=True)
     else:  # left behind: pass SandboxPolicy.home to choose
-        home = tempfile.mkdtemp(prefix="gmlib-sandbox-home-")
-    subdirs = {"IPYTHONDIR": ".ipython", "MPLCONFIGDIR": ".config/matplotlib", "XDG_CONFIG_HOME": ".config",
-               "XDG_CACHE_HOME": ".cache", "XDG_DATA_HOME": ".local/share", "XDG_RUNTIME_DIR": ".run",
-               "JUPYTER_RUNTIME_DIR": ".local/share/jupyter/runtime"}
-    for var, rel in subdirs.items():
+        home = tempfile.mkdtemp(prefix="autograder-sandbox-home-")
+    for var, rel in _HOME_SUBDIRS.items():
         path = os.path.join(home, rel)
         os.makedirs(path, mode=0o700, exist_ok=True)
         launch.env[var] = path
@@ -1034,8 +1121,8 @@ def _user_can_run(launch: _Launch) -> str | None:
     return problem or None
 
 
-def _set_rlimits(launch: _Launch) -> None:
-    policy = launch.policy
+def _wanted_rlimits(policy: SandboxPolicy) -> list[tuple[str, int, int, int]]:
+    """``[(label, RLIMIT_*, soft, hard)]`` for ``policy`` (shared with the bwrap backend)."""
     wanted = []
     if policy.memory_bytes is not None:
         which = resource.RLIMIT_DATA if policy.memory_rlimit == "data" else resource.RLIMIT_AS
@@ -1050,8 +1137,12 @@ def _set_rlimits(launch: _Launch) -> None:
     if policy.max_processes is not None:
         wanted.append((f"nproc {policy.max_processes}", resource.RLIMIT_NPROC, policy.max_processes,
                        policy.max_processes))
+    return wanted
+
+
+def _set_rlimits(launch: _Launch) -> None:
     done, failed = [], []
-    for label, which, soft, hard in wanted:
+    for label, which, soft, hard in _wanted_rlimits(launch.policy):
         try:
             old_soft, old_hard = resource.getrlimit(which)
             if old_hard != resource.RLIM_INFINITY:
@@ -1354,6 +1445,8 @@ def _kernel_manager_class() -> type:
         memory_mb = Integer(None, allow_none=True, help="Memory cap in MiB (default: policy)").tag(config=True)
         cpu_seconds = Integer(None, allow_none=True, help="CPU seconds per kernel (default: policy)").tag(config=True)
         sandbox_user = Unicode("", help="User the kernel runs as (default: policy, nobody)").tag(config=True)
+        sandbox_backend = Unicode("", help="native, bwrap or auto (default: AUTOGRADER_SANDBOX_BACKEND, else auto: "
+                                  "native as root with CAP_SYS_ADMIN, else bubblewrap where it works)").tag(config=True)
         sandbox_policy = AnyTrait(None, allow_none=True, help="A SandboxPolicy to start from (not configurable)")
 
         _sandbox_base: str | None = None
@@ -1374,6 +1467,8 @@ def _kernel_manager_class() -> type:
                 base.cpu_seconds = self.cpu_seconds or None
             if self.sandbox_user:
                 base.user = self.sandbox_user
+            if self.sandbox_backend:  # bwrap backend
+                base.backend = self.sandbox_backend
             base.hide += [Path(p) for p in self.hide]
             base.read_only += [Path(p) for p in self.read_only if os.path.exists(p)]
             base.env = {**base.env, **self.kernel_env}
@@ -1407,6 +1502,11 @@ def _kernel_manager_class() -> type:
         def _sandbox_ids(self, policy: SandboxPolicy) -> tuple[int, int] | None:
             if not policy.user or os.geteuid() != 0:
                 return None
+            if resolve_backend(policy) == "bwrap":  # bwrap backend: is the kernel another user on the host?
+                from autograder.sandbox import bwrap
+
+                if not bwrap.privileged():
+                    return None  # a user namespace: the kernel keeps the grader's uid on the host
             try:
                 pw = pwd.getpwnam(policy.user)
             except KeyError:
@@ -1423,7 +1523,7 @@ def _kernel_manager_class() -> type:
             if policy.mode == "required":
                 check_required(policy)  # before anything is created
             if not self._sandbox_base or not os.path.isdir(self._sandbox_base):
-                self._sandbox_base = tempfile.mkdtemp(prefix="gmlib-kernel-")
+                self._sandbox_base = tempfile.mkdtemp(prefix="autograder-kernel-")
             run = os.path.join(self._sandbox_base, "run")
             os.makedirs(run, mode=0o700, exist_ok=True)
             ids = self._sandbox_ids(policy)
@@ -1551,6 +1651,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p = sub.add_parser("probe", help="which protections work on this machine")
     p.add_argument("--json", action="store_true", help="print {protection: works} as JSON")
     p.add_argument("--user", default=os.environ.get("AUTOGRADER_SANDBOX_USER") or "nobody")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="native, bwrap or auto (default: AUTOGRADER_SANDBOX_BACKEND, else auto)")
     sub.add_parser("policy", help="print the policy from the environment as JSON")
     e = sub.add_parser("exec", help="run a command in the sandbox")
     e.add_argument("--policy", default=None, help="policy as JSON text or a JSON file (default: from the environment)")
@@ -1558,14 +1660,23 @@ def main(argv: Iterable[str] | None = None) -> int:
     e.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     args = parser.parse_args(argv)
     if args.command == "probe":
-        details = probe_details(args.user)
+        backend = resolve_backend(args.backend)
+        details = probe_details(args.user, backend=backend)
         if args.json:
             print(json.dumps({k: v[0] for k, v in details.items()}, indent=1))
         else:
-            print(describe({k: v[0] for k, v in details.items()}, user=args.user))
+            print(describe({k: v[0] for k, v in details.items()}, user=args.user, backend=backend))
             for name, (ok, why) in details.items():
                 if not ok and why:
                     print(f"  {name}: {why}")
+            if backend_name(args.backend) == "auto":  # bwrap backend: what the other one would give
+                other = "native" if backend == "bwrap" else "bwrap"
+                details = probe_details(args.user, backend=other)
+                print(f"not used (AUTOGRADER_SANDBOX_BACKEND={other}): "
+                      + describe({k: v[0] for k, v in details.items()}, user=args.user, backend=other))
+                for name, (ok, why) in details.items():
+                    if not ok and why:
+                        print(f"  {name}: {why}")
         return 0
     if args.command == "policy":
         print(json.dumps(SandboxPolicy.from_env().to_dict(), indent=1, sort_keys=True))
