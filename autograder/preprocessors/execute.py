@@ -20,7 +20,11 @@ import secrets
 from autograder.common import METADATA_KEY
 from autograder.kernel.guard import _SETUP_IMPORT, DEFAULT_PROTECTED_MODULES, bound_names
 
-__all__ = ["GuardedExecute"]
+__all__ = ["GuardedExecute", "TIMINGS_ENV"]
+
+#: when set to a file name, GuardedExecute appends one JSON line per notebook saying where its
+#: seconds went (``python -m autograder.bench``); unset or empty: nothing is recorded
+TIMINGS_ENV = "AUTOGRADER_TIMINGS"
 
 
 def _utf8_len(text: str) -> int:
@@ -237,6 +241,9 @@ def _build_guarded_execute():
             self._guard_secret = None
             self._released = set()  # names bound by solution cells since the last guard step
             self.guard_seconds = {"setup": 0.0, "steps": 0.0, "count": 0}  # what the guard cost this notebook
+            # -- timing record ($AUTOGRADER_TIMINGS, python -m autograder.bench) --------------
+            self._timings = {"kernel_start": None, "kernel_stop": None, "cells": []} if os.environ.get(TIMINGS_ENV) else None
+            # -- end of timing record ----------------------------------------------------------
             self._nb_bytes = 0
             self._timeout_kind = "cell"
             self._interrupted = False
@@ -245,17 +252,24 @@ def _build_guarded_execute():
                 self.log.warning("GuardedExecute always interrupts a cell at its time limit (interrupt_on_timeout)")
                 self.interrupt_on_timeout = True
             forbidden = self._forbidden_for(nb, resources or {})
+            kernel_starting = monotonic()  # (timing record)
             with self.setup_kernel():
                 assert self.kc is not None
                 info_msg = self.wait_for_reply(self.kc.kernel_info())
                 if info_msg is None:
                     raise RuntimeError("the kernel did not answer kernel_info")
+                if self._timings is not None:  # (timing record) the kernel is ready
+                    self._timings["kernel_start"] = monotonic() - kernel_starting
                 self.nb.metadata["language_info"] = info_msg["content"]["language_info"]
                 if self.guard:
                     self._guard_setup(forbidden)
                 for index, cell in enumerate(self.nb.cells):
                     self.preprocess_cell(cell, resources, index)
+                kernel_stopping = monotonic()  # (timing record)
+            if self._timings is not None:  # (timing record) the kernel is shut down
+                self._timings["kernel_stop"] = monotonic() - kernel_stopping
             self.set_widgets_metadata()
+            self._write_timings(resources)  # (timing record)
             return self.nb, self.resources
 
         def preprocess_cell(self, cell, resources, index):
@@ -287,7 +301,10 @@ def _build_guarded_execute():
                     if self._dead_in is None:
                         self._replace_outputs(cell, "GraderIntegrityError", f"not run: {problem}")
                     return cell, self.resources
+            cell_started = monotonic()  # (timing record)
             self._run_code_cell(cell, index)
+            if getattr(self, "_timings", None) is not None:  # (timing record)
+                self._timings["cells"].append([index, _nbgrader_meta(cell).get("grade_id"), monotonic() - cell_started])
             if _nbgrader_meta(cell).get("solution"):
                 self._released.update(bound_names(cell.source) or ())
             if restored:
@@ -318,6 +335,40 @@ def _build_guarded_execute():
                         + ", ".join(changed[:20]) + (f", ... ({len(changed)} in all)" if len(changed) > 20 else ""),
                     ))
             return cell, self.resources
+
+        # -- timing record ($AUTOGRADER_TIMINGS) -------------------------------------------------
+
+        def _write_timings(self, resources):
+            """Append this notebook's record to the file ``$AUTOGRADER_TIMINGS`` names: ``{"lab",
+            "student", "kernel_start", "kernel_stop", "guard_setup", "guard_steps", "guard_count",
+            "cells": [[index, grade_id or null, seconds], ...], "total"}`` (seconds; ``total`` from
+            the start of :meth:`preprocess` to after the kernel's shutdown). One ``write`` in append
+            mode per record, so parallel graders can share the file."""
+            path = os.environ.get(TIMINGS_ENV)
+            if not path or self._timings is None:
+                return
+            info = (resources or {}).get("nbgrader") or {}
+            record = {
+                "lab": info.get("assignment"),
+                "student": info.get("student"),
+                "kernel_start": self._timings["kernel_start"],
+                "kernel_stop": self._timings["kernel_stop"],
+                "guard_setup": self.guard_seconds["setup"],
+                "guard_steps": self.guard_seconds["steps"],
+                "guard_count": self.guard_seconds["count"],
+                "cells": self._timings["cells"],
+                "total": monotonic() - self._started,
+            }
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, (json.dumps(record) + "\n").encode())
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                self.log.warning("could not append the timing record to %s: %s", path, err)
+
+        # -- end of timing record -------------------------------------------------------------------
 
         # -- helpers -----------------------------------------------------------------------
 

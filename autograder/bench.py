@@ -1,0 +1,638 @@
+r"""Where a submission's seconds go: the grading pipeline against stock nbgrader, timed.
+
+Command line (``python -m autograder.bench [--course DIR] ...``)::
+
+    [--labs LAB ...] [--per-lab N] [--root DIR] [--json FILE] [--quick]
+
+For each lab (default: every lab of the course) it builds one batch of ``N`` submissions
+(default 20): the solution, the blank release, and the solution with one plausible mistake
+each (the course's mutants, one exercise after the other, cycling when ``N`` asks for more),
+and grades that same batch three ways, each in a fresh scratch course under ``--root``
+(default ``_grading/bench`` in the course):
+
+- **stock**: nbgrader's own preprocessors and ``Execute`` (no sandbox, no guard, no
+  RestoreCells): the scratch course's ``nbgrader_config.py`` keeps the course directories
+  and the cell timeout but resets the preprocessor lists to nbgrader's class defaults;
+- **pipeline, sequential**: the course's own configuration, one ``nbgrader autograde``
+  batch (:meth:`autograder.grading.Course.autograde_batch`);
+- **pipeline, 2 workers**: the same on :func:`autograder.parallel.grade_parallel` with
+  two local Dask workers, into a throwaway PostgreSQL gradebook (Debian's server binaries,
+  ``/usr/lib/postgresql/*/bin``). Without them the run uses ``grade_parallel``'s explicit
+  SQLite override and says so; ``--quick`` skips this configuration instead.
+
+It prints, per lab and configuration, the median and mean seconds per submission, the
+batch's wall time, submissions per core-hour and the speed-up of two workers; a projection
+for 1000 students x 12 labs on 16 cores; a warning for any submission whose per-cell scores
+differ between configurations (they should not: same notebooks); and where the pipeline's
+seconds go: kernel start, the guard's setup and steps, the lab's setup cell and its other
+cells, the rest of :class:`GuardedExecute`, nbgrader's own passes, and the one-off cost of an
+nbgrader process (``seconds = fixed + N x per_submission`` from the batch of N and a batch of
+1 of the solution). The parts come from the timing records :class:`GuardedExecute` writes
+when ``AUTOGRADER_TIMINGS`` names a file.
+
+Seconds per submission in a batch are the gaps between the autograded notebooks' write times
+(nbgrader grades one submission after the other and writes each notebook last); the first
+gap runs from the batch's start, so it carries the nbgrader process's start-up. With two
+workers each submission is one Dask task and one nbgrader process, and its seconds are the
+task's. These are wall-clock figures of one run: on a shared machine they are as noisy as
+the machine is busy; a figure to compare is one printed against its baseline in the same run.
+``--json FILE`` writes everything printed, and the raw figures.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import pwd
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import nbformat
+
+from autograder import grading, integrity
+from autograder.config import CONFIG_FILE, CourseNotFound, course_root
+from autograder.grading import Course, GradingError
+from autograder.preprocessors.execute import TIMINGS_ENV
+
+__all__ = ["CONFIGURATIONS", "build_batch", "main", "run_bench"]
+
+STOCK, SEQUENTIAL, PARALLEL = "stock", "sequential", "parallel"
+#: the configurations, in the order they run and print
+CONFIGURATIONS = {
+    STOCK: "stock nbgrader",
+    SEQUENTIAL: "pipeline, sequential",
+    PARALLEL: "pipeline, 2 workers",
+}
+WORKERS = 2
+SOLO = "solo-solution"  # the batch of 1 (the solution again) that measures an nbgrader process's fixed cost
+PROJECTION = {"students": 1000, "labs": 12, "cores": 16}
+
+#: appended to the stock course's copy of nbgrader_config.py
+STOCK_CONFIG = """
+
+# -- python -m autograder.bench: the "stock" configuration ------------------------------------
+# nbgrader's own preprocessors, its Execute among them (no sandbox, no guard, no RestoreCells,
+# no StderrToStdout); the course directories and the cell timeout above are kept.
+from nbgrader.converters import Autograde as _BenchAutograde, GenerateFeedback as _BenchFeedback
+
+c.Autograde.sanitize_preprocessors = _BenchAutograde.sanitize_preprocessors.default()
+c.Autograde.autograde_preprocessors = _BenchAutograde.autograde_preprocessors.default()
+c.GenerateFeedback.preprocessors = _BenchFeedback.preprocessors.default()
+"""
+
+#: a graded line of grade_parallel's output: "  STUDENT  SCORE  SECONDS s  graded on WORKER"
+_PARALLEL_LINE = re.compile(r"^\s+(\S+)\s+\S+\s+([0-9.]+) s\s+graded on ")
+
+
+# ----------------------------------------------------------------------------
+# The batch
+# ----------------------------------------------------------------------------
+
+
+def _interleaved(mutants: Sequence[integrity.Mutant]) -> list[integrity.Mutant]:
+    """The mutants one exercise after the other: each exercise's first, then each one's second..."""
+    by_exercise: dict[str, list[integrity.Mutant]] = {}
+    for m in mutants:
+        by_exercise.setdefault(m.exercise, []).append(m)
+    out, depth = [], 0
+    while len(out) < len(mutants):
+        out += [ms[depth] for ms in by_exercise.values() if depth < len(ms)]
+        depth += 1
+    return out
+
+
+def build_batch(lab: str, n: int, repo: Path | None = None,
+                mutants_dir: Path | None = None) -> list[tuple[str, nbformat.NotebookNode]]:
+    """``[(student, notebook)]``: the solution, the blank release, then one mutant each, ``n`` in all."""
+    if n < 1:
+        raise GradingError(f"a batch needs at least one submission, not {n}")
+    batch = [("solution", integrity.solution_notebook(lab, repo))]
+    if n >= 2:
+        batch.append(("blank", nbformat.read(str(grading.release_path(lab, repo)), as_version=4)))
+    mutants = _interleaved(integrity.load_mutants(lab, mutants_dir)) if n > 2 else []
+    if n > 2 and not mutants:
+        raise GradingError(f"{lab}: no mutants to fill a batch of {n}")
+    for k in range(n - len(batch)):
+        m, lap = mutants[k % len(mutants)], k // len(mutants)
+        batch.append((m.student if lap == 0 else f"{m.student}-{lap + 1}", integrity.mutant_notebook(m, repo)))
+    return batch
+
+
+# ----------------------------------------------------------------------------
+# Scratch courses and the gradebooks
+# ----------------------------------------------------------------------------
+
+
+def _fresh(root: Path, repo: Path) -> Path:
+    """``root``, emptied if the bench (or another scratch run) made it; refuse anything else."""
+    root = root.resolve()
+    release = (repo / grading.RELEASE_DIR).resolve()
+    if release in (root, *root.parents) or root in release.parents or root == repo.resolve():
+        raise GradingError(f"refusing to use {root} as a scratch course: it holds {release}")
+    if root.exists():
+        if (root / grading.SCRATCH_MARKER).is_file():
+            shutil.rmtree(root)
+        elif any(root.iterdir()):
+            raise GradingError(f"{root} exists, is not empty and is not a scratch course; choose another --root")
+    return root
+
+
+def _postgres_binaries() -> Path | None:
+    def version(path):
+        return [int(x) if x.isdigit() else 0 for x in re.split(r"[.]", Path(path).parents[1].name)]
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
+    return Path(found[-1]).parent if found else None
+
+
+def _as_postgres(cmd: list[str]) -> None:
+    """Run a server command; PostgreSQL refuses to run as root, so as root it runs as ``postgres``."""
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise GradingError(f"`{' '.join(cmd)}` failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
+
+
+def postgres_missing() -> str | None:
+    """Why a throwaway PostgreSQL cluster cannot be started here, or ``None`` when it can."""
+    if _postgres_binaries() is None:
+        return "PostgreSQL's server binaries (/usr/lib/postgresql/*/bin/initdb) are not installed"
+    try:
+        import psycopg  # noqa: F401  (the driver nbgrader's SQLAlchemy engine loads)
+    except ImportError:
+        return "the PostgreSQL driver (psycopg) is not installed"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no postgres user to run the server"
+    return None
+
+
+@contextlib.contextmanager
+def throwaway_postgres(port: int = 54330) -> Iterator[Callable[[str], str]]:
+    """A PostgreSQL cluster in a temporary directory, on a Unix socket only (as ``tests/pgcluster.py``
+    makes for the tests); yields ``new_database(name) -> SQLAlchemy URL``, and removes it all after."""
+    why = postgres_missing()
+    if why:
+        raise GradingError(f"cannot start a throwaway PostgreSQL cluster: {why}")
+    bindir = _postgres_binaries()
+    base = Path(tempfile.mkdtemp(prefix="autograder-bench-pg-"))
+    os.chmod(base, 0o777)
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+    data = base / "data"
+    started = False
+    try:
+        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"])
+        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
+                      "-o", f"-k {base} -p {port} -c listen_addresses=''", "start"])
+        started = True
+
+        def new_database(name: str) -> str:
+            _as_postgres([str(bindir / "createdb"), "-h", str(base), "-p", str(port), "-U", "postgres", name])
+            return f"postgresql://postgres@/{name}?host={base}&port={port}"
+
+        yield new_database
+    finally:
+        if started:
+            with contextlib.suppress(GradingError):
+                _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------
+# Grading one batch, timed
+# ----------------------------------------------------------------------------
+
+
+def _scratch_course(root: Path, lab: str, repo: Path, batch, db_url: str | None = None,
+                    stock: bool = False) -> Course:
+    course = Course.create(_fresh(root, repo), [lab], repo, db_url=db_url)
+    if stock:
+        with open(course.root / CONFIG_FILE, "a") as f:
+            f.write(STOCK_CONFIG)
+    course.generate(lab)
+    for student, nb in batch:
+        course.submit_notebook(lab, student, nb)
+    return course
+
+
+def _gaps(course: Course, lab: str, students: Sequence[str], since: float) -> dict[str, float]:
+    """Seconds per submission of one nbgrader batch: the gaps between the autograded notebooks'
+    write times, in the order they were written (the dict's order); the first from ``since``
+    (epoch seconds)."""
+    written = []
+    for s in students:
+        path = course.path("autograded", s, lab)
+        if path.is_file():
+            written.append((path.stat().st_mtime, s))
+    out, last = {}, since
+    for mtime, s in sorted(written):
+        out[s] = mtime - last
+        last = mtime
+    return out
+
+
+def _sequential_batch(course: Course, lab: str, students: Sequence[str], timings: str = "") -> dict:
+    course.env[TIMINGS_ENV] = timings  # empty: no timing records
+    since, start = time.time(), time.perf_counter()
+    errors = course.autograde_batch(lab, students)
+    wall = time.perf_counter() - start
+    seconds = _gaps(course, lab, students, since)
+    return {"wall": wall, "seconds": seconds, "errors": errors, "order": list(seconds)}
+
+
+def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: str, allow_sqlite: bool) -> dict:
+    from autograder.parallel import GRADED, grade_parallel
+
+    log: list[str] = []
+    old = os.environ.get(TIMINGS_ENV)
+    os.environ[TIMINGS_ENV] = timings  # the Dask workers, and their nbgrader processes, inherit it
+    try:
+        start = time.perf_counter()
+        statuses = grade_parallel(course.root, lab, list(students), jobs=WORKERS, db_url=course.db_url,
+                                  allow_sqlite=allow_sqlite, out=log.append)
+        wall = time.perf_counter() - start
+    finally:
+        if old is None:
+            os.environ.pop(TIMINGS_ENV, None)
+        else:
+            os.environ[TIMINGS_ENV] = old
+    seconds = {}
+    for line in log:
+        m = _PARALLEL_LINE.match(line)
+        if m and m.group(1) in statuses:
+            seconds[m.group(1)] = float(m.group(2))
+    errors = {s: st for s, st in statuses.items() if st != GRADED}
+    return {"wall": wall, "seconds": seconds, "errors": errors, "log": log}
+
+
+def _read_records(path: Path) -> dict[str, dict]:
+    """``{student: record}`` from a timing file (the last record of a student wins)."""
+    records = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                records[record.get("student")] = record
+    return records
+
+
+def _parts(record: dict, wall: float | None) -> dict[str, float]:
+    """Where one submission's seconds went, from its timing record and its wall time."""
+    cells = record.get("cells") or []
+    setup = cells[0][2] if cells else 0.0
+    others = sum(c[2] for c in cells[1:])
+    parts = {
+        "kernel_start": record.get("kernel_start") or 0.0,
+        "guard_setup": record["guard_setup"],
+        "guard_steps": record["guard_steps"],
+        "setup_cell": setup,
+        "other_cells": others,
+        "kernel_stop": record.get("kernel_stop") or 0.0,
+    }
+    parts["executor_rest"] = record["total"] - sum(parts.values())
+    if wall is not None:
+        parts["nbgrader"] = wall - record["total"]
+    return parts
+
+
+PART_LABELS = {
+    "kernel_start": "kernel start",
+    "guard_setup": "guard setup",
+    "guard_steps": "guard steps",
+    "setup_cell": "setup cell",
+    "other_cells": "other cells",
+    "kernel_stop": "kernel stop",
+    "executor_rest": "executor rest",
+    "nbgrader": "nbgrader passes",
+}
+
+
+def _stats(seconds: dict[str, float]) -> dict:
+    values = list(seconds.values())
+    if not values:
+        return {"median": None, "mean": None}
+    return {"median": statistics.median(values), "mean": statistics.fmean(values)}
+
+
+# ----------------------------------------------------------------------------
+# The bench
+# ----------------------------------------------------------------------------
+
+
+def _bench_lab(lab: str, n: int, repo: Path, root: Path, configs: Sequence[str], new_database,
+               allow_sqlite: bool, out, solo: bool = True) -> dict:
+    batch = build_batch(lab, n, repo)
+    students = [s for s, _ in batch]
+    out(f"{lab}: a batch of {len(batch)}: the solution, the blank release"
+        + (f" and {len(batch) - 2} mutant(s)" if len(batch) > 2 else ""))
+    result: dict = {"students": students, "configurations": {}}
+    for config in configs:
+        where = root / lab / config
+        if config == STOCK:
+            course = _scratch_course(where, lab, repo, batch, stock=True)
+            run = _sequential_batch(course, lab, students)
+        elif config == SEQUENTIAL:
+            course = _scratch_course(where, lab, repo, batch)
+            timings = where / "timings.jsonl"
+            run = _sequential_batch(course, lab, students, str(timings))
+            run["solo_wall"] = None
+            if solo:  # the batch of 1: the solution alone, in an nbgrader process of its own
+                course.submit_notebook(lab, SOLO, batch[0][1])
+                run["solo_wall"] = _sequential_batch(course, lab, [SOLO], str(timings))["wall"]
+            run["records"] = _read_records(timings)
+        else:
+            db_url = new_database(f"bench_{lab}") if new_database is not None else None
+            course = _scratch_course(where, lab, repo, batch, db_url=db_url)
+            timings = where / "timings.jsonl"
+            run = _parallel_batch(course, lab, students, str(timings), allow_sqlite)
+            run["records"] = _read_records(timings)
+        scores = grading.read_scores(course.db_url)
+        run["scores"] = {s: {g: list(v) for g, v in scores[(lab, s)].cells.items()}
+                         for s in students if (lab, s) in scores and s not in run["errors"]}
+        run.update(_stats(run["seconds"]))
+        run["n"] = len(students)
+        run["graded"] = len(students) - len(run["errors"])
+        run["scratch_course"] = str(course.root)
+        out(f"{lab}: {CONFIGURATIONS[config]}: {run['graded']}/{len(students)} graded in {run['wall']:.1f} s"
+            + (f" (not graded: {', '.join(sorted(run['errors']))})" if run["errors"] else ""))
+        result["configurations"][config] = run
+    return result
+
+
+def _compare_scores(lab: str, result: dict) -> list[str]:
+    """Warning lines for submissions whose per-cell scores differ between configurations."""
+    runs = result["configurations"]
+    base = SEQUENTIAL if SEQUENTIAL in runs else next(iter(runs))
+    warnings = []
+    for student in result["students"]:
+        for config, run in runs.items():
+            if config == base:
+                continue
+            mine, theirs = run["scores"].get(student), runs[base]["scores"].get(student)
+            if mine is None or theirs is None:
+                missing = [c for c, r in ((config, mine), (base, theirs)) if r is None]
+                warnings.append(f"WARNING {lab} {student}: not graded by {', '.join(CONFIGURATIONS[c] for c in missing)}"
+                                " (no scores to compare)")
+                continue
+            diffs = [f"{g} {mine.get(g, ['-'])[0]:g} vs {theirs.get(g, ['-'])[0]:g}"
+                     if g in mine and g in theirs else f"{g} only in one"
+                     for g in sorted(set(mine) | set(theirs)) if mine.get(g) != theirs.get(g)]
+            if diffs:
+                warnings.append(f"WARNING {lab} {student}: {CONFIGURATIONS[config]} scores differ from "
+                                f"{CONFIGURATIONS[base]}: " + "; ".join(diffs))
+    return warnings
+
+
+def _breakdown(lab: str, result: dict) -> dict | None:
+    """Where the pipeline's seconds go (sequential run): mean parts over submissions 2..N."""
+    run = result["configurations"].get(SEQUENTIAL)
+    if run is None:
+        return None
+    order = [s for s in run["order"] if s in run["records"]]
+    steady = order[1:] or order  # the first gap carries the nbgrader process's start-up
+    if not steady:
+        return None
+    each = [_parts(run["records"][s], run["seconds"][s]) for s in steady]
+    parts = {k: statistics.fmean(p[k] for p in each) for k in each[0]}
+    wall = statistics.fmean(run["seconds"][s] for s in steady)
+    n = len(result["students"])
+    per = (run["wall"] - run["solo_wall"]) / (n - 1) if n > 1 and run["solo_wall"] is not None else None
+    fixed = run["solo_wall"] - per if per is not None else None
+    # the same split measured directly: the batch of 1 less its one submission (its GuardedExecute
+    # record, plus nbgrader's passes as they cost in the batch of N)
+    solo = run["records"].get(SOLO)
+    direct = run["solo_wall"] - solo["total"] - parts.get("nbgrader", 0.0) if solo and run["solo_wall"] else None
+    counts = statistics.fmean(run["records"][s]["guard_count"] for s in steady)
+    first_cell = run["records"][steady[0]]["cells"][0][1] if run["records"][steady[0]]["cells"] else None
+    out = {"submissions": steady, "wall": wall, "parts": parts, "guard_count": counts, "setup_cell_id": first_cell,
+           "batch_of_n": run["wall"], "n": n, "batch_of_1": run["solo_wall"], "per_submission_fit": per,
+           "fixed": fixed, "fixed_direct": direct}
+    par = result["configurations"].get(PARALLEL)
+    if par and par["records"] and par["seconds"]:
+        tasks = [s for s in par["seconds"] if s in par["records"]]
+        if tasks:
+            out["parallel"] = {
+                "task": statistics.fmean(par["seconds"][s] for s in tasks),
+                "executor": statistics.fmean(par["records"][s]["total"] for s in tasks),
+                "kernel_start": statistics.fmean(par["records"][s]["kernel_start"] or 0.0 for s in tasks),
+                "cells": statistics.fmean(sum(c[2] for c in par["records"][s]["cells"]) for s in tasks),
+            }
+    return out
+
+
+def _fmt(x, width=8, digits=1) -> str:
+    return f"{'-':>{width}}" if x is None else f"{x:>{width}.{digits}f}"
+
+
+def _table(labs: Sequence[str], results: dict) -> list[str]:
+    head = (f"{'lab':<6} {'configuration':<21} {'n':>3} {'median s':>9} {'mean s':>8} {'batch s':>8} "
+            f"{'subs/core-h':>11} {'speed-up':>8}")
+    lines = [head, "-" * len(head)]
+    for lab in labs:
+        runs = results[lab]["configurations"]
+        for config, run in runs.items():
+            speed = None
+            if config == PARALLEL and SEQUENTIAL in runs:
+                speed = runs[SEQUENTIAL]["wall"] / run["wall"]
+            lines.append(f"{lab:<6} {CONFIGURATIONS[config]:<21} {run['n']:>3} {_fmt(run['median'], 9, 2)} "
+                         f"{_fmt(run['mean'], 8, 2)} {_fmt(run['wall'], 8)} {_fmt(run['per_core_hour'], 11, 0)} "
+                         + (f"{speed:>7.2f}x" if speed else f"{'':>8}"))
+    return lines
+
+
+def _core_seconds(config: str, run: dict) -> float:
+    """Core-seconds per submission: one core for a sequential batch, ``WORKERS`` for the parallel one."""
+    if config == PARALLEL:
+        return run["wall"] * WORKERS / run["n"]
+    return run["wall"] / run["n"]
+
+
+def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: bool = False,
+              out=print) -> dict:
+    """Grade the batches, print the table and the breakdown; return everything as a dict."""
+    started = time.perf_counter()
+    configs = [STOCK, SEQUENTIAL, PARALLEL]
+    skipped: dict[str, str] = {}
+    notes: list[str] = []
+    why = postgres_missing()
+    allow_sqlite = False
+    if why and quick:
+        configs.remove(PARALLEL)
+        skipped[PARALLEL] = f"skipped (--quick): no PostgreSQL gradebook for parallel writers: {why}"
+        out(f"note: {CONFIGURATIONS[PARALLEL]} {skipped[PARALLEL]}")
+    elif why:
+        allow_sqlite = True
+        notes.append(f"{CONFIGURATIONS[PARALLEL]} grades into a SQLite gradebook with grade_parallel's "
+                     f"allow_sqlite override ({why}): SQLite takes one writer at a time, so the workers may "
+                     "wait on each other or fail")
+        out("note: " + notes[-1])
+    else:
+        notes.append(f"{CONFIGURATIONS[PARALLEL]} grades into a throwaway PostgreSQL gradebook")
+    if PARALLEL in configs:
+        notes.append(f"the {WORKERS}-worker wall time includes starting the local Dask cluster and its workers")
+        notes.append("Dask starts its workers with OMP_NUM_THREADS=1 (distributed.nanny.pre-spawn-environ), which "
+                     "their nbgrader processes and kernels inherit; the sequential kernels keep torch's default "
+                     "thread count unless the lab sets one")
+    out(f"bench: labs {', '.join(labs)}, {per_lab} submission(s) per lab, scratch courses under {root}, "
+        f"{os.cpu_count()} CPU(s), load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    results: dict = {}
+    with contextlib.ExitStack() as stack:
+        new_database = stack.enter_context(throwaway_postgres()) if PARALLEL in configs and not why else None
+        for lab in labs:
+            results[lab] = _bench_lab(lab, per_lab, repo, root, configs, new_database, allow_sqlite, out,
+                                      solo=not quick)
+    for lab in labs:
+        for config, run in results[lab]["configurations"].items():
+            run["core_seconds"] = _core_seconds(config, run)
+            run["per_core_hour"] = 3600.0 / run["core_seconds"]
+
+    lines = ["", "Seconds per submission (median, mean), batch wall time, submissions per core-hour "
+             f"(one core: n x 3600 / wall; {WORKERS} workers: n x 3600 / (wall x {WORKERS})), speed-up of "
+             f"{WORKERS} workers (sequential wall / their wall):", *_table(labs, results)]
+
+    warnings = [w for lab in labs for w in _compare_scores(lab, results[lab])]
+    compared = sum(len(results[lab]["students"]) for lab in labs)
+    lines += ["", *(warnings or [f"scores: identical per cell across the {len(configs)} configurations "
+                                 f"for all {compared} submissions"])]
+
+    projection = {}
+    total = PROJECTION["students"] * PROJECTION["labs"]
+    lines += ["", f"Projection: {PROJECTION['students']} students x {PROJECTION['labs']} labs = {total} submissions "
+              f"on {PROJECTION['cores']} cores, at the mean measured cost per submission of "
+              f"{', '.join(labs)} (it assumes the {len(labs)} measured lab(s) are typical of the "
+              f"{PROJECTION['labs']}, and that {PROJECTION['cores']} cores scale as {WORKERS} did):"]
+    for config in configs:
+        costs = [results[lab]["configurations"][config]["core_seconds"] for lab in labs]
+        cost = statistics.fmean(costs)
+        hours = total * cost / PROJECTION["cores"] / 3600.0
+        projection[config] = {"core_seconds_per_submission": cost, "hours": hours}
+        lines.append(f"  {CONFIGURATIONS[config]:<21} {cost:6.2f} core-s per submission -> {hours:6.2f} h")
+
+    breakdowns = {lab: _breakdown(lab, results[lab]) for lab in labs}
+    lines += ["", "Where the seconds go (pipeline, sequential): mean seconds per submission over submissions "
+              "2..N of the batch (the first carries the nbgrader process's start-up, counted below as fixed):"]
+    keys = list(PART_LABELS)
+    head = f"{'lab':<6} {'wall':>6}  " + "  ".join(f"{PART_LABELS[k]:>{max(len(PART_LABELS[k]), 6)}}" for k in keys)
+    lines += [head, "-" * len(head)]
+    for lab in labs:
+        b = breakdowns[lab]
+        if b is None:
+            lines.append(f"{lab:<6} (no timing records)")
+            continue
+        cols = "  ".join(f"{b['parts'].get(k, 0.0):>{max(len(PART_LABELS[k]), 6)}.2f}" for k in keys)
+        shares = "  ".join(f"{100 * b['parts'].get(k, 0.0) / b['wall']:>{max(len(PART_LABELS[k]), 6) - 1}.0f}%"
+                           for k in keys)
+        lines += [f"{lab:<6} {b['wall']:>6.2f}  {cols}", f"{'':<6} {'100%':>6}  {shares}"]
+    lines += ["  kernel start: from the kernel manager's start to the kernel's answer (sandbox included); "
+              "guard setup, guard steps: GuardedExecute.guard_seconds (the setup imports the protected modules, "
+              "torch and the library packages among them, to snapshot them: the lab's setup cell, its first code "
+              "cell, then finds them loaded); other cells: the lab's other code cells; kernel stop: from the last "
+              "cell to the kernel's shutdown; executor rest: the rest of GuardedExecute (the forbidden "
+              "references, reading the source notebook); nbgrader passes: the rest of the submission's wall time "
+              "(sanitising, the gradebook, writing files)."]
+    for lab in labs:
+        b = breakdowns[lab]
+        if b is None:
+            continue
+        lines.append(f"  {lab}: {b['guard_count']:.0f} guard steps per submission; setup cell {b['setup_cell_id']}")
+    lines += ["", "One-off cost of an nbgrader process: seconds = fixed + N x per_submission, from the batch of N "
+              "(mixed submissions) and a batch of 1 (the solution alone):"]
+    if quick:
+        lines.append("  (--quick: no batch of 1, so no split)")
+    for lab in labs:
+        b = breakdowns[lab]
+        if b is None:
+            continue
+        if b["per_submission_fit"] is not None:
+            lines.append(f"  {lab}: batch of {b['n']} {b['batch_of_n']:.1f} s, batch of 1 {b['batch_of_1']:.1f} s -> "
+                         f"fixed {b['fixed']:.1f} s + {b['per_submission_fit']:.2f} s per submission"
+                         + (" (a negative fixed cost: the noise and the mix of the batch outweigh it)"
+                            if b["fixed"] < 0 else ""))
+        if b.get("fixed_direct") is not None:
+            lines.append(f"  {lab}: directly, the batch of 1 less its submission ({b['batch_of_1']:.1f} s - "
+                         f"{b['batch_of_1'] - b['fixed_direct']:.1f} s): fixed {b['fixed_direct']:.1f} s")
+        if "parallel" in b:
+            p = b["parallel"]
+            lines.append(f"  {lab}, {WORKERS} workers: a task takes {p['task']:.2f} s: GuardedExecute {p['executor']:.2f} s "
+                         f"(kernel start {p['kernel_start']:.2f} s, cells {p['cells']:.2f} s), the rest "
+                         f"{p['task'] - p['executor']:.2f} s (an nbgrader process per submission, Dask)")
+    elapsed = time.perf_counter() - started
+    lines += ["", *[f"note: {n}" for n in notes],
+              f"note: wall-clock figures of one run on {os.cpu_count()} CPU(s), load average now "
+              f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}: noisy on a shared machine",
+              f"bench: finished in {elapsed:.0f} s"]
+    for line in lines:
+        out(line)
+    return {
+        "labs": list(labs),
+        "per_lab": per_lab,
+        "quick": quick,
+        "configurations": {c: CONFIGURATIONS[c] for c in configs},
+        "skipped": skipped,
+        "notes": notes,
+        "results": results,
+        "score_differences": warnings,
+        "projection": {**PROJECTION, "by_configuration": projection},
+        "breakdown": breakdowns,
+        "seconds": elapsed,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--course", default=None, help="course directory (default: found from the working directory)")
+    parser.add_argument("--labs", nargs="+", default=None, help="labs to measure (default: every lab)")
+    parser.add_argument("--per-lab", type=int, default=None, help="submissions per lab (default 20; 3 with --quick)")
+    parser.add_argument("--root", default=None, help="where the scratch courses go (default _grading/bench)")
+    parser.add_argument("--json", default=None, help="write everything printed, and the raw figures, to this file")
+    parser.add_argument("--quick", action="store_true",
+                        help="one lab, 3 submissions; no 2-worker run without PostgreSQL (the smoke test)")
+    args = parser.parse_args(argv)
+    printed: list[str] = []
+
+    def out(line: str) -> None:
+        printed.append(line)
+        print(line, flush=True)
+
+    try:
+        repo = course_root(args.course).resolve()
+        known = grading.discover_labs(repo)
+        labs = list(args.labs) if args.labs else known
+        unknown = [lab for lab in labs if lab not in known]
+        if unknown:
+            raise GradingError(f"no lab {', '.join(unknown)} in {repo} (its labs: {', '.join(known) or 'none'})")
+        if args.quick:
+            labs = labs[:1]
+        per_lab = args.per_lab if args.per_lab is not None else (3 if args.quick else 20)
+        if per_lab < 1:
+            raise GradingError(f"--per-lab must be at least 1, not {per_lab}")
+        if not labs:
+            raise GradingError(f"no labs in {repo}")
+        root = Path(args.root) if args.root else repo / grading.GRADING_DIR / "bench"
+        report = run_bench(labs, per_lab, repo, root, quick=args.quick, out=out)
+    except (GradingError, CourseNotFound) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        report["command"] = ["python", "-m", "autograder.bench", *(sys.argv[1:] if argv is None else argv)]
+        report["printed"] = printed
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
