@@ -298,17 +298,23 @@ def test_process_tree_dies_with_the_launcher(layout, probed):
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.3)
         assert _pids_with(token), "the grandchild did not start"
-        os.killpg(proc.pid, signal.SIGKILL)  # what jupyter_client does to kill a kernel
-        proc.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while _pids_with(token) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _pids_with(token), "a process of the sandbox survived"
+        kill_group_and_check_gone(proc, token)
     finally:
         if proc.poll() is None:
             proc.kill()
         for pid in _pids_with(token):
             os.kill(pid, signal.SIGKILL)
+
+
+def kill_group_and_check_gone(proc, token: str) -> None:
+    """Kill the sandbox's process group as jupyter_client kills a kernel; no process marked with
+    ``token`` may survive it (5 s grace)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while _pids_with(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pids_with(token), "a process of the sandbox survived"
 
 
 def _pids_with(token: str) -> list[int]:

@@ -36,7 +36,7 @@ import pytest
 from autograder.sandbox import bwrap
 from autograder.sandbox import launcher as sandbox
 from autograder.sandbox import SandboxPolicy, SandboxUnavailable, wrap_command
-from test_sandbox import CHECKS, _pids_with
+from test_sandbox import CHECKS, _pids_with, kill_group_and_check_gone
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -330,12 +330,7 @@ def test_process_tree_dies_with_the_launcher(runner, layout):
         for pid in pids:
             uids = [x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("Uid:")][0]
             assert uids.split()[1:] == [str(runner.kernel_uid)] * 4, uids  # as the host sees it
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while _pids_with(token) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _pids_with(token), "a process of the sandbox survived"
+        kill_group_and_check_gone(proc, token)
     finally:
         if proc.poll() is None:
             proc.kill()
