@@ -697,7 +697,7 @@ def _write(ctx):
     return ctx.after_setup(ctx.copy("release"), _WRITE.format(token=ctx.token))
 
 
-def hostile_cases(lab: str, reference_calls: dict | None = None) -> list[HostileCase]:
+def hostile_cases(lab: str, reference_calls: dict | None = None, repo: Path | None = None) -> list[HostileCase]:
     """The hostile submissions tried on ``lab``; student ids sort the environment attacks first."""
     cases = [
         HostileCase("a-write-outside", "writes into _grading/, solutions/, gmlib/, /tmp and the gradebook", _write,
@@ -729,7 +729,7 @@ def hostile_cases(lab: str, reference_calls: dict | None = None) -> list[Hostile
                     refused="nbformat 99"),
         HostileCase("empty-file", "an empty file", lambda ctx: "", refused="empty file"),
     ]
-    if references_of(lab):
+    if references_of(lab, repo):
         cases.append(HostileCase("borrow-references", "functions that later exercises' tests swap in, taken from the course's reference versions",
                                  _borrow_references))
     if reference_calls:
@@ -824,7 +824,7 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
         course = Course.create(grading._fresh_root(root / "batch", repo), [lab], repo)
         course.env.update(env)
         course.generate(lab)
-        cases = hostile_cases(lab, ctx.reference_calls)
+        cases = hostile_cases(lab, ctx.reference_calls, repo)
         refused = {}
         for case in cases:
             content = case.build(ctx)
