@@ -7,6 +7,7 @@ and prints what the machine offers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -98,17 +99,30 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def checks(layout, probed):
-    """One sandboxed Python process runs every filesystem/network/identity check."""
-    root, policy = layout
+@contextlib.contextmanager
+def checks_target():
+    """What CHECKS needs around it: a TCP server on 127.0.0.1 it must not reach (its port), a
+    token, and the files it writes where a protection failed (removed afterwards)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(4)
     token = uuid.uuid4().hex
     escapes = [REPO / "gmlib" / f".sandbox-test-{token}.py", Path(f"/tmp/gmlib-sandbox-test-{token}")]
     try:
-        args = [str(root), str(server.getsockname()[1]), str(REPO), token, "1" if probed["mount_namespace"] else "0"]
+        yield server.getsockname()[1], token, escapes
+    finally:
+        server.close()
+        for p in escapes:  # where a protection failed, leave nothing behind
+            if p.exists():
+                p.unlink()
+
+
+@pytest.fixture(scope="module")
+def checks(layout, probed):
+    """One sandboxed Python process runs every filesystem/network/identity check."""
+    root, policy = layout
+    with checks_target() as (port, token, escapes):
+        args = [str(root), str(port), str(REPO), token, "1" if probed["mount_namespace"] else "0"]
         cmd = wrap_command([sys.executable, "-c", CHECKS, *args], policy)
         proc = subprocess.run(cmd, cwd=root / "work", capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
@@ -116,11 +130,6 @@ def checks(layout, probed):
         result["_stderr"] = proc.stderr
         result["_escaped"] = [str(p) for p in escapes if p.exists()]
         yield result
-    finally:
-        server.close()
-        for p in escapes:  # where a protection failed, leave nothing behind
-            if p.exists():
-                p.unlink()
 
 
 def test_probe_summary(probed):

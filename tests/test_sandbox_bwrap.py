@@ -21,7 +21,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -36,7 +35,7 @@ import pytest
 from autograder.sandbox import bwrap
 from autograder.sandbox import launcher as sandbox
 from autograder.sandbox import SandboxPolicy, SandboxUnavailable, wrap_command
-from test_sandbox import CHECKS, _pids_with, kill_group_and_check_gone
+from test_sandbox import CHECKS, _pids_with, checks_target, kill_group_and_check_gone
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -177,14 +176,9 @@ print(json.dumps({
 def checks(runner, layout):
     """tests/test_sandbox.py's CHECKS, then the rlimits, identity and environment, through bwrap."""
     root, policy = layout
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(4)
-    token = uuid.uuid4().hex
-    escapes = [REPO / "gmlib" / f".sandbox-test-{token}.py", Path(f"/tmp/gmlib-sandbox-test-{token}")]
     report = root / "out" / "report.json"
-    try:
-        args = [str(root), str(server.getsockname()[1]), str(REPO), token, "1"]
+    with checks_target() as (port, token, escapes):
+        args = [str(root), str(port), str(REPO), token, "1"]
         t0 = time.monotonic()
         proc = runner.run([runner.python, "-c", CHECKS, *args], policy, root / "work", report=report)
         seconds = time.monotonic() - t0
@@ -200,11 +194,6 @@ def checks(runner, layout):
         assert extra.returncode == 0, extra.stderr
         result["_extra"] = json.loads(extra.stdout.strip().splitlines()[-1])
         yield result
-    finally:
-        server.close()
-        for p in escapes:
-            if p.exists():
-                p.unlink()
 
 
 def test_launcher_reports_every_protection(checks, runner):
