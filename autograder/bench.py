@@ -33,8 +33,8 @@ when ``AUTOGRADER_TIMINGS`` names a file.
 Seconds per submission in a batch are the gaps between the autograded notebooks' write times
 (nbgrader grades one submission after the other and writes each notebook last); the first
 gap runs from the batch's start, so it carries the nbgrader process's start-up. With two
-workers each submission is one Dask task and one nbgrader process, and its seconds are the
-task's. These are wall-clock figures of one run: on a shared machine they are as noisy as
+workers each worker grades a chunk of the batch in one nbgrader process (half of it, at most
+ten), and a submission's seconds are the same gaps within its chunk. These are wall-clock figures of one run: on a shared machine they are as noisy as
 the machine is busy; a figure to compare is one printed against its baseline in the same run.
 ``--json FILE`` writes everything printed, and the raw figures.
 """
@@ -567,9 +567,9 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
                          f"{b['batch_of_1'] - b['fixed_direct']:.1f} s): fixed {b['fixed_direct']:.1f} s")
         if "parallel" in b:
             p = b["parallel"]
-            lines.append(f"  {lab}, {WORKERS} workers: a task takes {p['task']:.2f} s: GuardedExecute {p['executor']:.2f} s "
+            lines.append(f"  {lab}, {WORKERS} workers: a submission takes {p['task']:.2f} s: GuardedExecute {p['executor']:.2f} s "
                          f"(kernel start {p['kernel_start']:.2f} s, cells {p['cells']:.2f} s), the rest "
-                         f"{p['task'] - p['executor']:.2f} s (an nbgrader process per submission, Dask)")
+                         f"{p['task'] - p['executor']:.2f} s (nbgrader's passes, its process's start-up shared by the chunk, Dask)")
     elapsed = time.perf_counter() - started
     lines += ["", *[f"note: {n}" for n in notes],
               f"note: wall-clock figures of one run on {os.cpu_count()} CPU(s), load average now "

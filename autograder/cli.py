@@ -6,11 +6,11 @@ r"""The autograder's command line: ``python -m autograder COMMAND``.
     release [LAB ...]             regenerate notebooks/LAB/LAB.ipynb from the source (default: all labs)
     check-release [LAB ...]       fail, naming the lab, when a committed release is stale
     autograde LAB [--root DIR] [--restart] [--jobs N | --scheduler tcp://HOST:8786] [--db-url URL]
-                                  autograde every submission of LAB in a course (default: the
+                  [--chunk N]     autograde every submission of LAB in a course (default: the
                                   course itself); an interrupted run is finished by running it
                                   again. With --jobs or --scheduler, in parallel on Dask
-                                  (autograder.parallel: one task per submission, the gradebook
-                                  in PostgreSQL)
+                                  (autograder.parallel: a chunk of submissions per task, one
+                                  nbgrader process each; the gradebook in PostgreSQL)
     demo [--root DIR] [--submissions DIR] [--labs LAB ...]
                                   end-to-end demo in a fresh scratch course (default _grading/demo):
                                   generate every lab, autograde the example submissions
@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     where.add_argument("--scheduler", default=None, help="grade on the Dask cluster at tcp://HOST:8786")
     p.add_argument("--db-url", default=None, help="gradebook URL (PostgreSQL for parallel grading)")
     p.add_argument("--allow-sqlite", action="store_true", help="let several workers write a SQLite gradebook")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="with --jobs or --scheduler: submissions per Dask task, one nbgrader process each "
+                        "(default: the batch shared evenly between the workers, at most 10)")
     p = sub.add_parser("demo", help="generate, autograde the example submissions, export a CSV")
     p.add_argument("--root", default=None, help="scratch course directory (default: _grading/demo)")
     p.add_argument("--submissions", default=None,
@@ -94,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             statuses = grade_parallel(args.root or repo, args.lab, jobs=args.jobs, scheduler=args.scheduler,
                                       db_url=args.db_url, restart=args.restart, allow_sqlite=args.allow_sqlite,
-                                      out=lambda line: print(line, flush=True))
+                                      chunk=args.chunk, out=lambda line: print(line, flush=True))
             if any(s not in (GRADED, ALREADY_GRADED) for s in statuses.values()):
                 return 1
         elif args.command == "autograde":

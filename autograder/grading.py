@@ -176,6 +176,9 @@ class Course:
         self.root = Path(root).resolve()
         self._db_url = db_url
         self.env: dict[str, str] = {}  # extra environment of the nbgrader runs (e.g. AUTOGRADER_CELL_TIMEOUT)
+        #: put before every nbgrader command line (autograder.parallel's tasks run nbgrader through a
+        #: wrapper that makes it die with the worker)
+        self.command_prefix: list[str] = []
 
     @classmethod
     def create(
@@ -215,7 +218,7 @@ class Course:
     def nbgrader_command(self, *args: str) -> tuple[list[str], dict[str, str]]:
         """The command line and environment that run ``nbgrader ARGS`` on this course."""
         cmd = [
-            sys.executable, "-m", "nbgrader", *args,
+            *self.command_prefix, sys.executable, "-m", "nbgrader", *args,
             f"--CourseDirectory.root={self.root}",
             f"--CourseDirectory.db_url={self.db_url}",
         ]

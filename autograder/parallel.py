@@ -1,23 +1,26 @@
-r"""Autograde a class in parallel with Dask distributed: one task per submission.
+r"""Autograde a class in parallel with Dask distributed: a chunk of submissions per task.
 
-``nbgrader autograde LAB`` grades the submissions one after the other. Here every submission
-of one lab is a Dask task that runs ``nbgrader autograde LAB --student=S --force`` in the
-course directory (the same command and environment as :meth:`Course.nbgrader`) and then
-writes the marker :meth:`Course.autograde_batch` writes beside the autograded notebook. So
-``python -m autograder autograde LAB`` and this command agree on what is finished, and
-running either again grades only what is not.
+``nbgrader autograde LAB`` grades the submissions one after the other. Here the submissions
+of one lab are cut into chunks, and every chunk is a Dask task that runs ``nbgrader autograde
+LAB --force`` in the course directory over that chunk only (the other students excluded; the
+same command and environment as :meth:`Course.autograde_batch`), then writes the marker
+:meth:`Course.autograde_batch` writes beside each autograded notebook. So ``python -m
+autograder autograde LAB`` and this command agree on what is finished, and running either
+again grades only what is not. One nbgrader process per chunk, not per submission: its
+start-up (about 4 s) is paid once per chunk (:func:`chunk_size`, ``--chunk``).
 
 Command line::
 
     python -m autograder.parallel LAB [--root COURSE] [--jobs N | --scheduler tcp://HOST:8786]
                                       [--db-url URL] [--students S ...] [--restart] [--allow-sqlite]
+                                      [--chunk N]
 
 ``--root`` defaults to the course found from the working directory, as for ``python -m
-autograder``. It prints one line per submission graded (student, score, seconds, worker) and a
-summary, and exits 0 when every submission is graded (now or before), 1 when one was refused
-or failed or when the input is wrong (one line saying what: an unknown lab, a student folder
-without the notebook, the notebook of another lab, an unreachable scheduler or database).
-Refusing changes no grade.
+autograder``. It prints one line per submission graded (student, score, seconds, worker) as its
+chunk ends, and a summary, and exits 0 when every submission is graded (now or before), 1 when
+one was refused or failed or when the input is wrong (one line saying what: an unknown lab, a
+student folder without the notebook, the notebook of another lab, an unreachable scheduler or
+database). Refusing changes no grade.
 
 - ``--jobs N`` (default 1) starts an embedded ``distributed.LocalCluster`` of N one-thread
   worker processes on this machine; ``--scheduler ADDRESS`` uses an existing cluster.
@@ -26,9 +29,9 @@ Refusing changes no grade.
   concurrent writers: with more than one worker, or any external scheduler, a SQLite
   gradebook is refused unless ``--allow-sqlite`` is given. Grade in parallel into PostgreSQL.
 - A task is safe to run twice (Dask runs a task again when its worker dies): it holds a lock
-  on the submission (``_grading/.autograder-locks/LAB/STUDENT.lock``), skips a submission whose
-  marker says it is graded, and otherwise regrades it from scratch (``--force``; nbgrader
-  keeps one record per submission). The nbgrader process gets ``PR_SET_PDEATHSIG``
+  on each submission of its chunk (``_grading/.autograder-locks/LAB/STUDENT.lock``), skips a
+  submission whose marker says it is graded, and regrades the others from scratch
+  (``--force``; nbgrader keeps one record per submission). The nbgrader process gets ``PR_SET_PDEATHSIG``
   (SIGKILL): a killed worker leaves no orphan writing grades, and the scheduler gives the
   task to another worker. ``retries`` covers a task that raised.
 
@@ -52,7 +55,7 @@ PostgreSQL, reachable from all of them::
     .venv/bin/python -m autograder.parallel lab01 --root /srv/course \
         --scheduler tcp://SCHEDULER_HOST:8786 --db-url postgresql://grader@db.example.org/dgm
 
-Each worker grades one submission at a time, and each grading runs its kernel in a process
+Each worker grades one chunk at a time, one submission after the other, and each grading runs its kernel in a process
 of its own (in the sandbox of ``nbgrader_config.py``), so a worker needs one core and the
 memory of one kernel (the sandbox caps it at 4 GiB). Start the workers with the
 virtualenv's ``dask`` (or ``PYTHONPATH`` pointing at this checkout): they run nbgrader with
@@ -123,6 +126,7 @@ LOCK_DIR = ".autograder-locks"  # under the course's _grading/: one lock file pe
 CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler or the database
 WORKER_WAIT = 60.0  # seconds to wait for a scheduler's first worker
 RETRIES = 2  # reruns of a task that raised (a worker that dies is handled by the scheduler)
+MAX_CHUNK = 10  # most submissions per task (one nbgrader process each): see chunk_size
 #: the task imports the grading module itself, in its worker thread: shipped as a reference, it
 #: would be imported (nbformat and all, seconds on a busy machine) on the worker's event loop
 #: while the task is unpacked, and the worker would miss its heartbeats
@@ -157,40 +161,65 @@ def _hide_password(url: str) -> str:
 # ----------------------------------------------------------------------------
 
 
-def _grade_task(root: str, lab: str, student: str, db_url: str) -> dict:
-    """Autograde one submission on a worker; return what happened (never raises for a bad notebook)."""
+def _grade_task(root: str, lab: str, students: list[str], db_url: str) -> list[dict]:
+    """Autograde a chunk of submissions on a worker, in one nbgrader process; one dict per student
+    saying what happened (never raises for a bad notebook)."""
+    import contextlib
     import importlib
 
-    start = time.monotonic()
+    start, since = time.monotonic(), time.time()
     grading = importlib.import_module(GRADING_MODULE)  # noqa: F811 (see GRADING_MODULE)
     course = grading.Course(root, db_url=db_url)
-    result = {"student": student, "status": GRADED, "reason": None, "rerun": False,
-              "worker": f"{socket.gethostname()}:{os.getpid()}"}
-    lock_path = course.root / grading.GRADING_DIR / LOCK_DIR / lab / f"{student}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        # a second attempt waits for the first (a worker cut off from the scheduler but alive)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if course.is_graded(lab, student):  # an earlier attempt of this task finished it
-            result["rerun"] = True
-        else:
-            # a notebook left from an earlier attempt must not pass for a result
-            shutil.rmtree(course.path("autograded", student, lab).parent, ignore_errors=True)
-            cmd, env = course.nbgrader_command("autograde", lab, f"--student={student}", "--force")
-            proc = subprocess.run(
-                [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd],
-                cwd=course.root, env=env, capture_output=True, text=True,
-            )
-            log = proc.stdout + proc.stderr
-            if proc.returncode == 0 and course.path("autograded", student, lab).is_file():
-                course._mark_graded(lab, student)
+    # the nbgrader process asks to be SIGKILLed when this worker dies (see _DIE_WITH_PARENT)
+    course.command_prefix = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid())]
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    results = {s: {"student": s, "status": GRADED, "reason": None, "rerun": False, "worker": worker, "seconds": 0.0}
+               for s in students}
+    lock_dir = course.root / grading.GRADING_DIR / LOCK_DIR / lab
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        # a second attempt waits for the first (a worker cut off from the scheduler but alive); the
+        # chunks of one run are disjoint and locked in sorted order, so two runs cannot deadlock
+        for student in sorted(students):
+            lock = stack.enter_context(open(lock_dir / f"{student}.lock", "a"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        todo = []
+        for student in students:
+            if course.is_graded(lab, student):  # an earlier attempt of this task finished it
+                results[student]["rerun"] = True
             else:
-                reason = (grading._failure_reason(log, course.path("submitted", student, lab).parent)
-                          or grading._last_error(log)
-                          or f"nbgrader exited with status {proc.returncode} (see {course.root}/.nbgrader.log)")
-                result.update(status="failed", reason=_one_line(reason))
-    result["seconds"] = time.monotonic() - start
-    return result
+                todo.append(student)
+        # the batch removes notebooks left from an earlier attempt, runs `nbgrader autograde LAB --force`
+        # over this chunk only, and goes on past a submission nbgrader cannot process
+        errors = course.autograde_batch(lab, todo) if todo else {}
+        for student, reason in errors.items():
+            results[student].update(status="failed", reason=_one_line(reason))
+        # seconds per submission: the gaps between the autograded notebooks' write times (nbgrader
+        # writes each one last); the first gap carries the nbgrader process's start-up
+        written = sorted((course.path("autograded", s, lab).stat().st_mtime, s) for s in todo
+                         if s not in errors and course.path("autograded", s, lab).is_file())
+        last = since
+        for mtime, student in written:
+            results[student]["seconds"] = max(0.0, mtime - last)
+            last = mtime
+        for student in errors:
+            results[student]["seconds"] = max(0.0, time.time() - last)
+    if not todo:
+        for result in results.values():
+            result["seconds"] = (time.monotonic() - start) / max(1, len(students))
+    return [results[s] for s in students]
+
+
+def chunk_size(n: int, workers: int, most: int | None = None) -> int:
+    """Submissions per task: the batch shared evenly between the workers, at most ``most``.
+
+    Every task runs one nbgrader process (about 4 s to start on a 2-core machine, before its first
+    submission), so tasks of one submission each cost that much per submission; one task per worker
+    loses no time to it, but a killed worker then sends a whole share back to be graded again, and
+    the last tasks decide when the batch ends. :data:`MAX_CHUNK` bounds both.
+    """
+    most = MAX_CHUNK if most is None else most
+    return max(1, min(most, -(-n // max(1, workers))))
 
 
 # ----------------------------------------------------------------------------
@@ -403,12 +432,15 @@ def grade_parallel(
     out: Callable[[str], object] = print,
     allow_sqlite: bool = False,
     timeout: float = CONNECT_TIMEOUT,
+    chunk: int | None = None,
 ) -> dict[str, str]:
-    """Autograde the submissions of ``lab`` in ``course_root``, one Dask task each.
+    """Autograde the submissions of ``lab`` in ``course_root`` on Dask, a chunk of them per task.
 
     ``students`` (default: every ``_grading/submitted/<student>/LAB/``) are graded unless their
     marker says they are (``restart`` regrades them). ``jobs`` workers of an embedded
     LocalCluster (default 1) or the workers of the cluster at ``scheduler`` do the work.
+    Each task grades ``chunk`` submissions (default :func:`chunk_size`: the batch shared evenly
+    between the workers, at most :data:`MAX_CHUNK`) in one nbgrader process.
     Returns ``{student: status}``: :data:`GRADED`, :data:`ALREADY_GRADED`, ``"refused: why"``
     (not a gradable notebook of this lab: nothing was run) or ``"failed: why"`` (nbgrader
     could not grade it). Raises :class:`GradingError`, with a one-line message and before
@@ -419,6 +451,8 @@ def grade_parallel(
     """
     if jobs is not None and scheduler:
         raise grading.GradingError("give jobs (a local cluster) or scheduler (an existing one), not both")
+    if chunk is not None and chunk < 1:
+        raise grading.GradingError(f"chunk must be at least 1, not {chunk}")
     if jobs is not None and jobs < 1:
         raise grading.GradingError(f"jobs must be at least 1, not {jobs}")
     jobs = 1 if jobs is None and not scheduler else jobs
@@ -445,27 +479,31 @@ def grade_parallel(
             _ensure_students(plan.db_url, plan.todo)
             _ship_by_value()
             run = uuid.uuid4().hex[:8]
+            size = chunk if chunk else chunk_size(len(plan.todo), workers)
+            chunks = [plan.todo[i:i + size] for i in range(0, len(plan.todo), size)]
             futures = {
-                client.submit(_grade_task, str(course.root), lab, s, plan.db_url,
-                              key=f"autograde-{lab}-{s}-{run}", pure=False, retries=RETRIES): s
-                for s in plan.todo
+                client.submit(_grade_task, str(course.root), lab, part, plan.db_url,
+                              key=f"autograde-{lab}-{part[0]}-{len(part)}-{run}", pure=False, retries=RETRIES): part
+                for part in chunks
             }
-            for future, result in as_completed(futures, loop=client.loop, with_results=True, raise_errors=False):
-                student = futures[future]
-                if isinstance(result, BaseException):  # raised RETRIES + 1 times, or its workers kept dying
-                    statuses[student] = f"failed: {_one_line(f'{type(result).__name__}: {result}')}"
-                    out(f"  {student:<{width}}  {statuses[student]}")
+            for future, results in as_completed(futures, loop=client.loop, with_results=True, raise_errors=False):
+                if isinstance(results, BaseException):  # raised RETRIES + 1 times, or its workers kept dying
+                    for student in futures[future]:
+                        statuses[student] = f"failed: {_one_line(f'{type(results).__name__}: {results}')}"
+                        out(f"  {student:<{width}}  {statuses[student]}")
                     continue
-                if result["status"] != GRADED:
-                    statuses[student] = f"failed: {result['reason']}"
-                    out(f"  {student:<{width}}  {'-':>9}  {result['seconds']:6.1f} s  {statuses[student]}")
-                    continue
-                statuses[student] = GRADED
-                score = _scores(plan.db_url, lab, student)
-                shown = f"{score[0]:g}/{score[1]:g}" if score else "?"
-                note = " (finished by an earlier attempt)" if result["rerun"] else ""
-                out(f"  {student:<{width}}  {shown:>9}  {result['seconds']:6.1f} s  "
-                    f"graded on {result['worker']}{note}")
+                for result in results:
+                    student = result["student"]
+                    if result["status"] != GRADED:
+                        statuses[student] = f"failed: {result['reason']}"
+                        out(f"  {student:<{width}}  {'-':>9}  {result['seconds']:6.1f} s  {statuses[student]}")
+                        continue
+                    statuses[student] = GRADED
+                    score = _scores(plan.db_url, lab, student)
+                    shown = f"{score[0]:g}/{score[1]:g}" if score else "?"
+                    note = " (finished by an earlier attempt)" if result["rerun"] else ""
+                    out(f"  {student:<{width}}  {shown:>9}  {result['seconds']:6.1f} s  "
+                        f"graded on {result['worker']}{note}")
     finally:
         if client is not None:
             client.close()
@@ -507,6 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--students", nargs="+", default=None, help="grade only these students")
     parser.add_argument("--restart", action="store_true", help="regrade submissions already graded")
     parser.add_argument("--allow-sqlite", action="store_true", help="allow several workers on a SQLite gradebook")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help=f"submissions per task, one nbgrader process each (default: the batch shared "
+                             f"evenly between the workers, at most {MAX_CHUNK})")
     parser.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT,
                         help="seconds to reach the scheduler or the database (default 5)")
     args = parser.parse_args(argv)
@@ -514,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = args.root if args.root else config.course_root(None)
         statuses = grade_parallel(root, args.lab, args.students, jobs=args.jobs, scheduler=args.scheduler,
                                   db_url=args.db_url, restart=args.restart, allow_sqlite=args.allow_sqlite,
-                                  timeout=args.timeout, out=lambda line: print(line, flush=True))
+                                  timeout=args.timeout, chunk=args.chunk, out=lambda line: print(line, flush=True))
     except (grading.GradingError, config.CourseNotFound) as err:
         print(f"error: {_one_line(err, 1000)}", file=sys.stderr)
         return 1

@@ -175,16 +175,19 @@ def dask_cluster(tmp_path_factory):
 # ----------------------------------------------------------------------------
 
 
-def _nbgrader_runs(root: Path) -> list[tuple[psutil.Process, str, str]]:
-    """``(process, lab, student)`` of every ``nbgrader autograde LAB --student=S`` running on ``root``."""
+def _nbgrader_runs(root: Path, students: dict[str, list[str]]) -> list[tuple[psutil.Process, str, set[str]]]:
+    """``(process, lab, chunk)`` of every ``nbgrader autograde LAB`` running on ``root``: the chunk is
+    the students of ``students[LAB]`` that its ``student_id_exclude`` leaves in."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
         if "nbgrader" in cmd and "autograde" in cmd and f"--CourseDirectory.root={root}" in cmd:
             lab = cmd[cmd.index("autograde") + 1]
-            student = next((a.split("=", 1)[1] for a in cmd if a.startswith("--student=")), None)
-            if student:
-                found.append((proc, lab, student))
+            excluded = next((a.split("=", 1)[1].split(",") for a in cmd
+                             if a.startswith("--CourseDirectory.student_id_exclude=")), [])
+            chunk = set(students.get(lab, [])) - set(excluded)
+            if chunk:
+                found.append((proc, lab, chunk))
     return found
 
 
@@ -197,10 +200,13 @@ def _kill_a_worker_mid_batch(course, students, postgres_url, threads, workers, t
     while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
         time.sleep(0.5)
         done = {(lab, s) for lab in LABS for s in students[lab] if _marker(course, lab, s).is_file()}
-        running = [r for r in _nbgrader_runs(course.root) if (r[1], r[2]) not in done]
+        running = [(proc, lab, sorted(s for s in chunk if (lab, s) not in done))
+                   for proc, lab, chunk in _nbgrader_runs(course.root, students)]
+        running = [r for r in running if r[2]]
         if not (done and running):
             continue
-        nbgrader, lab, student = running[0]
+        nbgrader, lab, chunk = running[0]
+        student = chunk[0]
         try:
             worker = nbgrader.parent()
             if worker is None or not ({worker.pid, worker.ppid()} & set(workers)):
