@@ -2,8 +2,10 @@
 
 **Digits** (the embedded default). scikit-learn's 8x8 handwritten digits
 (1797 images, 64 pixels with integer intensities 0..16, from the UCI "Optical
-Recognition of Handwritten Digits" data). It ships inside scikit-learn, so the
-book never downloads anything. One fixed split, no shuffling, used by every
+Recognition of Handwritten Digits" data; Alpaydin and Kaynak 1998, UCI Machine
+Learning Repository). gmlib keeps a copy of scikit-learn's file
+(``gmlib/assets/digits.npz``), so the book never downloads anything and gmlib
+does not need scikit-learn. One fixed split, no shuffling, used by every
 chapter so that numbers are comparable across chapters:
 
 ===========  ==================  ======
@@ -72,13 +74,23 @@ _DIGITS_VIEWS = ("int", "float", "binary")
 _DIGITS_CACHE: dict[str, np.ndarray] = {}
 
 
+#: the digits, as scikit-learn ships them (``sklearn.datasets.load_digits``: its
+#: ``datasets/data/digits.csv.gz``), stored as uint8 arrays ``images`` (1797, 64) and ``labels`` (1797,):
+#: 45 kB, loaded in a millisecond, where importing scikit-learn to read them takes a second or two.
+#: ``tests/test_data.py`` checks that they equal scikit-learn's.
+DIGITS_FILE = Path(__file__).with_name("assets") / "digits.npz"
+
+
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     if not _DIGITS_CACHE:
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        _DIGITS_CACHE["x"] = bunch.data.astype(np.float64)  # (1797, 64), integers 0..16
-        _DIGITS_CACHE["y"] = bunch.target.astype(np.int64)  # (1797,)
+        try:
+            with np.load(DIGITS_FILE) as stored:
+                images, labels = stored["images"], stored["labels"]
+        except (OSError, KeyError, ValueError) as err:
+            raise RuntimeError(f"gmlib's copy of the digits ({DIGITS_FILE}) is missing or unreadable: {err}; "
+                               "reinstall gmlib") from err
+        _DIGITS_CACHE["x"] = images.astype(np.float64)  # (1797, 64), integers 0..16
+        _DIGITS_CACHE["y"] = labels.astype(np.int64)  # (1797,)
     return _DIGITS_CACHE["x"], _DIGITS_CACHE["y"]
 
 

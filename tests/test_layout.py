@@ -76,6 +76,13 @@ def test_gmlib_depends_on_the_numerical_stack_only():
         assert "REPO_ROOT" not in text and "tests/mutants" not in text, f"{path} knows the checkout's layout"
 
 
+def test_gmlib_reads_the_digits_without_scikit_learn():
+    """The digits are gmlib's own copy (gmlib/assets/digits.npz): reading them imports no scikit-learn (a second
+    or two in every lab's kernel). tests/test_data.py checks the copy against scikit-learn's."""
+    loaded = _imports_after("import gmlib.data\nx = gmlib.data.digits('train', 'binary')\nassert x.shape == (1000, 64)")
+    assert "sklearn" not in loaded
+
+
 def test_the_kernel_side_of_the_autograder_imports_the_standard_library_only():
     loaded = _imports_after("import autograder.kernel.guard, autograder.kernel.references")
     third_party = {"nbgrader", "nbformat", "nbclient", "traitlets", "jupyter_client", "dask", "torch", "numpy", "gmlib"}
