@@ -118,9 +118,9 @@ MUTANTS = [
     ("training step returning the losses after the updates", "ex4_solution", [
         (_EX4_RETURN, "return discriminator_loss(D(x_real), D(fake)).item(), non_saturating_generator_loss(D(G(z_g))).item()")]),
     # Exercise 5: training on the ring
-    ("GAN trained with a learning rate of 0", "ex5_solution", [("lr=1e-3", "lr=0.0")]),
-    ("GAN trained with a learning rate 100 times too small", "ex5_solution", [("lr=1e-3", "lr=1e-5")]),
-    ("GAN trained for 20 steps", "ex5_solution", [("batch_size, n_steps = 2, 128, 256, 2000", "batch_size, n_steps = 2, 128, 256, 20")]),
+    ("GAN trained with a learning rate of 0", "ex5_solution", [("lr=3e-3", "lr=0.0")]),
+    ("GAN trained with a learning rate 100 times too small", "ex5_solution", [("lr=3e-3", "lr=3e-5")]),
+    ("GAN trained for 20 steps", "ex5_solution", [("batch_size, n_steps = 2, 128, 128, 800", "batch_size, n_steps = 2, 128, 128, 20")]),
     ("generator ending in tanh (samples confined to [-1, 1]^2, the modes lie at radius 2)", "ex5_solution", [
         (_EX5_G, "G = nn.Sequential(mlp(latent_dim, [hidden, hidden], 2), nn.Tanh())")]),
     ("linear generator (no hidden layer: a Gaussian cannot make eight modes)", "ex5_solution", [
