@@ -15,6 +15,8 @@ and grades that same batch three ways, each in a fresh scratch course under ``--
   and the cell timeout but resets the preprocessor lists to nbgrader's class defaults;
 - **pipeline, sequential**: the course's own configuration, one ``nbgrader autograde``
   batch (:meth:`autograder.grading.Course.autograde_batch`);
+- both sequential configurations run on **one core**: the nbgrader process and its kernels
+  are pinned to one CPU (``sched_setaffinity``, inherited) with ``OMP_NUM_THREADS=1``;
 - **pipeline, 2 workers**: the same on :func:`autograder.parallel.grade_parallel` with
   two local Dask workers, into a throwaway PostgreSQL gradebook (Debian's server binaries,
   ``/usr/lib/postgresql/*/bin``). Without them the run uses ``grade_parallel``'s explicit
@@ -244,7 +246,24 @@ def _gaps(course: Course, lab: str, students: Sequence[str], since: float) -> di
     return out
 
 
+#: the sequential configurations run on one core: nbgrader, its kernels and everything they start are
+#: pinned to the first CPU this process may use (sched_setaffinity, inherited), with one thread each
+_ONE_CORE = (
+    "import os, sys\n"
+    "os.sched_setaffinity(0, {int(sys.argv[1])})\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _one_core(course: Course) -> None:
+    """Pin ``course``'s nbgrader runs (and their kernels) to one core, one thread."""
+    cpu = min(os.sched_getaffinity(0))
+    course.command_prefix = [sys.executable, "-c", _ONE_CORE, str(cpu)]
+    course.env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
 def _sequential_batch(course: Course, lab: str, students: Sequence[str], timings: str = "") -> dict:
+    _one_core(course)
     course.env[TIMINGS_ENV] = timings  # empty: no timing records
     since, start = time.time(), time.perf_counter()
     errors = course.autograde_batch(lab, students)
@@ -484,8 +503,9 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
     if PARALLEL in configs:
         notes.append(f"the {WORKERS}-worker wall time includes starting the local Dask cluster and its workers")
         notes.append("Dask starts its workers with OMP_NUM_THREADS=1 (distributed.nanny.pre-spawn-environ), which "
-                     "their nbgrader processes and kernels inherit; the sequential kernels keep torch's default "
-                     "thread count unless the lab sets one")
+                     "their nbgrader processes and kernels inherit")
+    notes.append("the sequential configurations (stock and pipeline) run on one core: their nbgrader process and its "
+                 "kernels are pinned to one CPU (sched_setaffinity) with OMP_NUM_THREADS=1")
     out(f"bench: labs {', '.join(labs)}, {per_lab} submission(s) per lab, scratch courses under {root}, "
         f"{os.cpu_count()} CPU(s), load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
