@@ -44,25 +44,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
-import pwd
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import nbformat
 
 from autograder import grading, integrity
 from autograder.config import CONFIG_FILE, CourseNotFound, course_root
 from autograder.grading import Course, GradingError
+from autograder.pgcluster import postgres_missing, throwaway_postgres
 from autograder.preprocessors.execute import TIMINGS_ENV
 
 __all__ = ["CONFIGURATIONS", "build_batch", "main", "run_bench"]
@@ -146,71 +143,6 @@ def _fresh(root: Path, repo: Path) -> Path:
         elif any(root.iterdir()):
             raise GradingError(f"{root} exists, is not empty and is not a scratch course; choose another --root")
     return root
-
-
-def _postgres_binaries() -> Path | None:
-    def version(path):
-        return [int(x) if x.isdigit() else 0 for x in re.split(r"[.]", Path(path).parents[1].name)]
-
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
-    return Path(found[-1]).parent if found else None
-
-
-def _as_postgres(cmd: list[str]) -> None:
-    """Run a server command; PostgreSQL refuses to run as root, so as root it runs as ``postgres``."""
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise GradingError(f"`{' '.join(cmd)}` failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
-
-
-def postgres_missing() -> str | None:
-    """Why a throwaway PostgreSQL cluster cannot be started here, or ``None`` when it can."""
-    if _postgres_binaries() is None:
-        return "PostgreSQL's server binaries (/usr/lib/postgresql/*/bin/initdb) are not installed"
-    try:
-        import psycopg  # noqa: F401  (the driver nbgrader's SQLAlchemy engine loads)
-    except ImportError:
-        return "the PostgreSQL driver (psycopg) is not installed"
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return "running as root and there is no postgres user to run the server"
-    return None
-
-
-@contextlib.contextmanager
-def throwaway_postgres(port: int = 54330) -> Iterator[Callable[[str], str]]:
-    """A PostgreSQL cluster in a temporary directory, on a Unix socket only (as ``tests/pgcluster.py``
-    makes for the tests); yields ``new_database(name) -> SQLAlchemy URL``, and removes it all after."""
-    why = postgres_missing()
-    if why:
-        raise GradingError(f"cannot start a throwaway PostgreSQL cluster: {why}")
-    bindir = _postgres_binaries()
-    base = Path(tempfile.mkdtemp(prefix="autograder-bench-pg-"))
-    os.chmod(base, 0o777)
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-    data = base / "data"
-    started = False
-    try:
-        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"])
-        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
-                      "-o", f"-k {base} -p {port} -c listen_addresses=''", "start"])
-        started = True
-
-        def new_database(name: str) -> str:
-            _as_postgres([str(bindir / "createdb"), "-h", str(base), "-p", str(port), "-U", "postgres", name])
-            return f"postgresql://postgres@/{name}?host={base}&port={port}"
-
-        yield new_database
-    finally:
-        if started:
-            with contextlib.suppress(GradingError):
-                _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
-        shutil.rmtree(base, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------

@@ -105,9 +105,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import time
 import uuid

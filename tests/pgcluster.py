@@ -1,10 +1,8 @@
 """A throwaway PostgreSQL cluster for the tests that keep a gradebook in PostgreSQL.
 
-:func:`throwaway_postgres` starts one with Debian's server binaries
-(``/usr/lib/postgresql/<version>/bin``, package ``postgresql``) in a temporary directory,
-listening on a Unix socket there and on no network interface, and removes it afterwards.
-PostgreSQL refuses to run as root: as root, the server commands run as the ``postgres``
-user. ``AUTOGRADER_TEST_POSTGRES_URL`` names an existing server to use instead.
+The cluster itself is :func:`autograder.pgcluster.throwaway_postgres` (Debian's server binaries,
+a temporary directory, a Unix socket only). ``AUTOGRADER_TEST_POSTGRES_URL`` names an existing
+server to use instead.
 
 A missing piece (the driver, the binaries, the postgres user) is reported through the
 ``missing`` callback: by default :func:`skip_or_fail`, which fails the test when ``CI`` is set
@@ -14,23 +12,12 @@ otherwise.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import pwd
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-
-def _as_postgres(cmd, **kw):
-    """Run a server command; PostgreSQL refuses to run as root, so drop to the postgres user."""
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+from autograder import pgcluster
 
 
 def skip_or_fail(reason: str):
@@ -48,30 +35,8 @@ def throwaway_postgres(missing: Callable[[str], object] = skip_or_fail, port: in
     if url:
         yield url
         return
-    try:
-        import psycopg  # noqa: F401  (the driver nbgrader's SQLAlchemy engine will load)
-    except ImportError:
-        missing("the PostgreSQL driver (psycopg) is not installed")
-    initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
-    if not initdb[-1]:
-        missing("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's postgresql package")
-    bindir = Path(initdb[-1]).parent
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            missing("running as root and there is no postgres user to run the server")
-    base = Path(tempfile.mkdtemp(prefix="autograder-pg-"))
-    os.chmod(base, 0o777)
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-    data = base / "data"
-    _as_postgres([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"])
-    _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w",
-                  "-o", f"-k {base} -p {port} -c listen_addresses=''", "start"])
-    try:
-        _as_postgres([str(bindir / "createdb"), "-h", str(base), "-p", str(port), "-U", "postgres", database])
-        yield f"postgresql://postgres@/{database}?host={base}&port={port}"
-    finally:
-        _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
-        shutil.rmtree(base, ignore_errors=True)
+    why = pgcluster.postgres_missing()
+    if why:
+        missing(why)
+    with pgcluster.throwaway_postgres(port=port) as new_database:
+        yield new_database(database)
