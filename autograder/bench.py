@@ -49,6 +49,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -207,14 +208,24 @@ def _sequential_batch(course: Course, lab: str, students: Sequence[str], timings
 def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: str, allow_sqlite: bool) -> dict:
     from autograder.parallel import GRADED, grade_parallel
 
+    import logging
+
+    from distributed import LocalCluster
+
     log: list[str] = []
     old = os.environ.get(TIMINGS_ENV)
     os.environ[TIMINGS_ENV] = timings  # the Dask workers, and their nbgrader processes, inherit it
     try:
+        # the local cluster is started first and timed apart: a class's cluster is started once
+        # for many batches; the wall time compared with the sequential batch's is the grading's
         start = time.perf_counter()
-        statuses = grade_parallel(course.root, lab, list(students), jobs=WORKERS, db_url=course.db_url,
-                                  allow_sqlite=allow_sqlite, out=log.append)
-        wall = time.perf_counter() - start
+        with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster:
+            cluster_start = time.perf_counter() - start
+            start = time.perf_counter()
+            statuses = grade_parallel(course.root, lab, list(students), scheduler=cluster.scheduler_address,
+                                      db_url=course.db_url, allow_sqlite=allow_sqlite, out=log.append)
+            wall = time.perf_counter() - start
     finally:
         if old is None:
             os.environ.pop(TIMINGS_ENV, None)
@@ -226,7 +237,46 @@ def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: 
         if m and m.group(1) in statuses:
             seconds[m.group(1)] = float(m.group(2))
     errors = {s: st for s, st in statuses.items() if st != GRADED}
-    return {"wall": wall, "seconds": seconds, "errors": errors, "log": log}
+    return {"wall": wall, "cluster_start": cluster_start, "seconds": seconds, "errors": errors, "log": log}
+
+
+#: the imports every grading kernel of this course pays before and while it runs a lab, timed one after
+#: the other in a fresh interpreter on one core (what is already loaded is not counted twice); the
+#: last two come with the first ``torch.testing.assert_close`` (it checks for DTensors) and the first
+#: ``torch.optim`` optimizer (PyTorch wraps its methods in ``torch._compile._disable_dynamo``, which
+#: imports ``torch._dynamo`` on the first call)
+IMPORTS = [
+    ("python and ipykernel", "ipykernel.kernelapp"),
+    ("torch", "torch"),
+    ("matplotlib.pyplot", "matplotlib.pyplot"),
+    ("the library (gmlib)", "gmlib, gmlib.data, gmlib.nets, gmlib.metrics"),
+    ("torch.distributed.tensor (the first assert_close)", "torch.distributed.tensor"),
+    ("torch._dynamo (the first optimizer; what the above left)", "torch._dynamo"),
+]
+_IMPORT_TIMER = (
+    "import json, sys, time\n"
+    "out = {}\n"
+    "for label, modules in json.loads(sys.argv[1]):\n"
+    "    start = time.perf_counter()\n"
+    "    for name in modules.split(', '):\n"
+    "        __import__(name)\n"
+    "    out[label] = time.perf_counter() - start\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def import_costs(repo: Path, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of each of :data:`IMPORTS`, in ``repeats`` fresh interpreters pinned to one core."""
+    cmd = [sys.executable, "-c", _ONE_CORE, str(min(os.sched_getaffinity(0))),
+           sys.executable, "-c", _IMPORT_TIMER, json.dumps(IMPORTS)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    runs = []
+    for _ in range(repeats):
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return {}
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {label: statistics.median(r[label] for r in runs) for label, _ in IMPORTS}
 
 
 def _read_records(path: Path) -> dict[str, dict]:
@@ -318,6 +368,7 @@ def _bench_lab(lab: str, n: int, repo: Path, root: Path, configs: Sequence[str],
         run["graded"] = len(students) - len(run["errors"])
         run["scratch_course"] = str(course.root)
         out(f"{lab}: {CONFIGURATIONS[config]}: {run['graded']}/{len(students)} graded in {run['wall']:.1f} s"
+            + (f" (the cluster started in {run['cluster_start']:.1f} s before)" if "cluster_start" in run else "")
             + (f" (not graded: {', '.join(sorted(run['errors']))})" if run["errors"] else ""))
         result["configurations"][config] = run
     return result
@@ -433,7 +484,8 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
     else:
         notes.append(f"{CONFIGURATIONS[PARALLEL]} grades into a throwaway PostgreSQL gradebook")
     if PARALLEL in configs:
-        notes.append(f"the {WORKERS}-worker wall time includes starting the local Dask cluster and its workers")
+        notes.append(f"the {WORKERS}-worker wall time is the grading's: the local Dask cluster is started (and "
+                     f"timed) before it, as a class's cluster is started once for many batches")
         notes.append("Dask starts its workers with OMP_NUM_THREADS=1 (distributed.nanny.pre-spawn-environ), which "
                      "their nbgrader processes and kernels inherit")
     notes.append("the sequential configurations (stock and pipeline) run on one core: their nbgrader process and its "
@@ -501,6 +553,12 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
         if b is None:
             continue
         lines.append(f"  {lab}: {b['guard_count']:.0f} guard steps per submission; setup cell {b['setup_cell_id']}")
+    imports = import_costs(repo, repeats=1 if quick else 3)
+    if imports:
+        lines += ["", f"Imports every kernel pays, in a fresh interpreter on one core (median of {1 if quick else 3}), one after the "
+                  "other; a kernel started from a process that has them loaded would not pay them:"]
+        lines += [f"  {label:<52} {seconds:5.2f} s" for label, seconds in imports.items()]
+        lines.append(f"  {'total':<52} {sum(imports.values()):5.2f} s")
     lines += ["", "One-off cost of an nbgrader process: seconds = fixed + N x per_submission, from the batch of N "
               "(mixed submissions) and a batch of 1 (the solution alone):"]
     if quick:
@@ -540,6 +598,7 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
         "score_differences": warnings,
         "projection": {**PROJECTION, "by_configuration": projection},
         "breakdown": breakdowns,
+        "imports": imports,
         "seconds": elapsed,
     }
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from autograder import bench
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +60,11 @@ def test_quick_bench_reports_three_configurations_and_a_breakdown_that_adds_up(t
     solution = runs["sequential"]["scores"]["solution"]
     assert all(score == points for score, points in solution.values())  # the solution: full marks
     assert all(score == 0 for score, _ in runs["sequential"]["scores"]["blank"].values())
+
+    # the imports every kernel pays, each timed in fresh interpreters: torch is one of them
+    imports = report["imports"]
+    assert list(imports) == [label for label, _ in bench.IMPORTS] and all(v >= 0 for v in imports.values())
+    assert imports["torch"] > 0
 
     breakdown = report["breakdown"]["lab01"]
     parts = breakdown["parts"]
