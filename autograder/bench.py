@@ -279,6 +279,36 @@ def import_costs(repo: Path, repeats: int = 3) -> dict[str, float]:
     return {label: statistics.median(r[label] for r in runs) for label, _ in IMPORTS}
 
 
+_SPIN = (
+    "import sys, time\n"
+    "start = time.perf_counter()\n"
+    "s = 0\n"
+    "for i in range(int(sys.argv[1])):\n"
+    "    s += i * i % 7\n"
+    "print(time.perf_counter() - start)\n"
+)
+
+
+def parallel_ceiling(workers: int = WORKERS, loops: int = 25_000_000, repeats: int = 3) -> float | None:
+    """What ``workers`` processes at once get from this machine: the speed-up of ``workers`` copies of a
+    CPU-bound Python loop (about 2 s) run together over one run alone, the median of ``repeats``.
+
+    A machine whose "cores" share one physical core, or a host busy with other tenants, gives less
+    than ``workers``: the 2-worker speed-up of the grading cannot beat it.
+    """
+    cmd = [sys.executable, "-c", _SPIN, str(loops)]
+    ratios = []
+    for _ in range(repeats):
+        try:
+            alone = float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+            together = [float(p.communicate()[0]) for p in procs]
+        except (OSError, ValueError, subprocess.CalledProcessError):
+            return None
+        ratios.append(workers * alone / max(together))
+    return statistics.median(ratios)
+
+
 def _read_records(path: Path) -> dict[str, dict]:
     """``{student: record}`` from a timing file (the last record of a student wins)."""
     records = {}
@@ -553,6 +583,10 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
         if b is None:
             continue
         lines.append(f"  {lab}: {b['guard_count']:.0f} guard steps per submission; setup cell {b['setup_cell_id']}")
+    ceiling = parallel_ceiling() if PARALLEL in configs and not quick else None
+    if ceiling is not None:
+        lines.append(f"this machine's own ceiling for {WORKERS} processes at once (a CPU-bound loop, {WORKERS} copies "
+                     f"together against one alone, median of 3): {ceiling:.2f}x")
     imports = import_costs(repo, repeats=1 if quick else 3)
     if imports:
         lines += ["", f"Imports every kernel pays, in a fresh interpreter on one core (median of {1 if quick else 3}), one after the "
@@ -599,6 +633,7 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
         "projection": {**PROJECTION, "by_configuration": projection},
         "breakdown": breakdowns,
         "imports": imports,
+        "parallel_ceiling": ceiling,
         "seconds": elapsed,
     }
 
