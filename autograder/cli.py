@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if problems:
                 return 1
             print(f"releases up to date: {', '.join(labs)}")
+        elif args.command == "autograde" and args.chunk is not None and not (args.jobs or args.scheduler):
+            raise GradingError("--chunk sets the submissions per Dask task: give it with --jobs N or --scheduler ADDRESS")
         elif args.command == "autograde" and (args.jobs or args.scheduler):
             from autograder.parallel import ALREADY_GRADED, GRADED, grade_parallel
 

@@ -665,3 +665,25 @@ def test_a_submission_that_stops_nbgrader_does_not_cost_the_others(graded):
     # the students graded before were left alone
     assert course.path("autograded", "auto-solution", lab).is_file()
     assert scores[(lab, "auto-solution")].score == scores[(lab, "auto-solution")].max_score
+
+
+def test_parallel_chunks_share_the_batch_between_the_workers():
+    """One nbgrader process per Dask task: the batch is cut into one chunk per worker, at most MAX_CHUNK each."""
+    from autograder.parallel import MAX_CHUNK, chunk_size
+
+    assert chunk_size(20, 2) == 10 and chunk_size(21, 2) == 10 and chunk_size(3, 2) == 2
+    assert chunk_size(1000, 16) == MAX_CHUNK and chunk_size(1000, 16, most=100) == 63
+    assert chunk_size(5, 8) == 1 and chunk_size(0, 2) == 1 and chunk_size(7, 0) == 7
+    for n in range(1, 60):  # every submission lands in exactly one chunk, and the chunks are balanced
+        for workers in (1, 2, 3, 16):
+            size = chunk_size(n, workers)
+            chunks = [list(range(n))[i:i + size] for i in range(0, n, size)]
+            assert sorted(s for c in chunks for s in c) == list(range(n))
+            assert len(chunks) <= max(workers, -(-n // MAX_CHUNK))
+
+
+def test_chunk_without_a_cluster_is_refused_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "autograder", "autograde", "lab01", "--chunk", "3"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == "error: --chunk sets the submissions per Dask task: give it with --jobs N or --scheduler ADDRESS"
