@@ -64,16 +64,17 @@ book-check:
 	  grep -q '<img' $$page || { echo "book-check: $$page has no figures (were the plots drawn?)"; exit 1; }; done; \
 	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter"
 
-# Four streams, two at a time (one per core), the longest first: the grading pipeline (its
-# parallel and PostgreSQL runs included) beside the autograder's integrity; then the labs and the
-# book, and the fast tests, each on the first core free. Each stream's output is printed when it
-# ends (--output-sync).
+# Five streams, two at a time (one per core), the longest first: the grading pipeline (its
+# parallel and PostgreSQL runs included) beside the autograder's integrity; then the book, the fast
+# tests and the labs (nbval), each on the first core free (on 2 cores: the book after the grading,
+# the fast tests and the labs after the integrity). Each stream's output is printed when it ends
+# (--output-sync).
 # Two streams share the cores: each gets half of them for its torch and OpenMP threads (one each on
 # 2 cores), as a second thread per stream only adds contention there (a 5 s test took 43 s).
 TEST_THREADS := $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n / 2 > 0 ? n / 2 : 1 )))
 test: $(STAMP)
 	OMP_NUM_THREADS=$(TEST_THREADS) GMLIB_TEST_THREADS=$(TEST_THREADS) \
-	  $(MAKE) --no-print-directory -j2 --output-sync=recurse test-grading test-integrity test-pages test-lib
+	  $(MAKE) --no-print-directory -j2 --output-sync=recurse test-grading test-integrity book test-lib test-labs
 
 test-code: $(STAMP)
 	$(MAKE) --no-print-directory test-lib
