@@ -2,7 +2,7 @@ r"""Where a submission's seconds go: the grading pipeline against stock nbgrader
 
 Command line (``python -m autograder.bench [--course DIR] ...``)::
 
-    [--labs LAB ...] [--per-lab N] [--root DIR] [--json FILE] [--quick]
+    [--labs LAB ...] [--per-lab N] [--root DIR] [--json FILE] [--quick] [--no-pin]
 
 For each lab (default: every lab of the course) it builds one batch of ``N`` submissions
 (default 20): the solution, the blank release, and the solution with one plausible mistake
@@ -16,7 +16,8 @@ and grades that same batch three ways, each in a fresh scratch course under ``--
 - **pipeline, sequential**: the course's own configuration, one ``nbgrader autograde``
   batch (:meth:`autograder.grading.Course.autograde_batch`);
 - both sequential configurations run on **one core**: the nbgrader process and its kernels
-  are pinned to one CPU (``sched_setaffinity``, inherited) with ``OMP_NUM_THREADS=1``;
+  are pinned to one CPU (``sched_setaffinity``, inherited) with ``OMP_NUM_THREADS=1``
+  (``--no-pin`` leaves them unpinned, for a machine busy with other work);
 - **pipeline, 2 workers**: the same on :func:`autograder.parallel.grade_parallel` with
   two local Dask workers, into a throwaway PostgreSQL gradebook (Debian's server binaries,
   ``/usr/lib/postgresql/*/bin``). Without them the run uses ``grade_parallel``'s explicit
@@ -58,7 +59,7 @@ from typing import Sequence
 import nbformat
 
 from autograder import grading, integrity
-from autograder.config import CONFIG_FILE, CourseNotFound, course_root
+from autograder.config import CONFIG_FILE, CourseNotFound, course_root, course_settings
 from autograder.grading import Course, GradingError
 from autograder.pgcluster import postgres_missing, throwaway_postgres
 from autograder.preprocessors.execute import TIMINGS_ENV
@@ -163,22 +164,6 @@ def _scratch_course(root: Path, lab: str, repo: Path, batch, db_url: str | None 
     return course
 
 
-def _gaps(course: Course, lab: str, students: Sequence[str], since: float) -> dict[str, float]:
-    """Seconds per submission of one nbgrader batch: the gaps between the autograded notebooks'
-    write times, in the order they were written (the dict's order); the first from ``since``
-    (epoch seconds)."""
-    written = []
-    for s in students:
-        path = course.path("autograded", s, lab)
-        if path.is_file():
-            written.append((path.stat().st_mtime, s))
-    out, last = {}, since
-    for mtime, s in sorted(written):
-        out[s] = mtime - last
-        last = mtime
-    return out
-
-
 #: the sequential configurations run on one core: nbgrader, its kernels and everything they start are
 #: pinned to the first CPU this process may use (sched_setaffinity, inherited), with one thread each
 _ONE_CORE = (
@@ -195,22 +180,24 @@ def _one_core(course: Course) -> None:
     course.env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
-def _sequential_batch(course: Course, lab: str, students: Sequence[str], timings: str = "") -> dict:
-    _one_core(course)
+def _sequential_batch(course: Course, lab: str, students: Sequence[str], timings: str = "",
+                      one_core: bool = True) -> dict:
+    if one_core:
+        _one_core(course)
     course.env[TIMINGS_ENV] = timings  # empty: no timing records
     since, start = time.time(), time.perf_counter()
     errors = course.autograde_batch(lab, students)
     wall = time.perf_counter() - start
-    seconds = _gaps(course, lab, students, since)
+    seconds = course.batch_seconds(lab, students, since)
     return {"wall": wall, "seconds": seconds, "errors": errors, "order": list(seconds)}
 
 
 def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: str, allow_sqlite: bool) -> dict:
-    from autograder.parallel import GRADED, grade_parallel
-
     import logging
 
     from distributed import LocalCluster
+
+    from autograder.parallel import GRADED, grade_parallel
 
     log: list[str] = []
     old = os.environ.get(TIMINGS_ENV)
@@ -249,7 +236,7 @@ IMPORTS = [
     ("python and ipykernel", "ipykernel.kernelapp"),
     ("torch", "torch"),
     ("matplotlib.pyplot", "matplotlib.pyplot"),
-    ("the library (gmlib)", "gmlib, gmlib.data, gmlib.nets, gmlib.metrics"),
+    ("the library packages", ""),  # the course's (c.GuardedExecute.library_packages), filled in by import_costs
     ("torch.distributed.tensor (the first assert_close)", "torch.distributed.tensor"),
     ("torch._dynamo (the first optimizer; what the above left)", "torch._dynamo"),
 ]
@@ -267,8 +254,10 @@ _IMPORT_TIMER = (
 
 def import_costs(repo: Path, repeats: int = 3) -> dict[str, float]:
     """Median seconds of each of :data:`IMPORTS`, in ``repeats`` fresh interpreters pinned to one core."""
+    library = ", ".join(course_settings(repo)["library_packages"]) or "sys"
+    imports = [(label, modules or library) for label, modules in IMPORTS]
     cmd = [sys.executable, "-c", _ONE_CORE, str(min(os.sched_getaffinity(0))),
-           sys.executable, "-c", _IMPORT_TIMER, json.dumps(IMPORTS)]
+           sys.executable, "-c", _IMPORT_TIMER, json.dumps(imports)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     runs = []
     for _ in range(repeats):
@@ -364,7 +353,7 @@ def _stats(seconds: dict[str, float]) -> dict:
 
 
 def _bench_lab(lab: str, n: int, repo: Path, root: Path, configs: Sequence[str], new_database,
-               allow_sqlite: bool, out, solo: bool = True) -> dict:
+               allow_sqlite: bool, out, solo: bool = True, one_core: bool = True) -> dict:
     batch = build_batch(lab, n, repo)
     students = [s for s, _ in batch]
     out(f"{lab}: a batch of {len(batch)}: the solution, the blank release"
@@ -374,15 +363,15 @@ def _bench_lab(lab: str, n: int, repo: Path, root: Path, configs: Sequence[str],
         where = root / lab / config
         if config == STOCK:
             course = _scratch_course(where, lab, repo, batch, stock=True)
-            run = _sequential_batch(course, lab, students)
+            run = _sequential_batch(course, lab, students, one_core=one_core)
         elif config == SEQUENTIAL:
             course = _scratch_course(where, lab, repo, batch)
             timings = where / "timings.jsonl"
-            run = _sequential_batch(course, lab, students, str(timings))
+            run = _sequential_batch(course, lab, students, str(timings), one_core=one_core)
             run["solo_wall"] = None
             if solo:  # the batch of 1: the solution alone, in an nbgrader process of its own
                 course.submit_notebook(lab, SOLO, batch[0][1])
-                run["solo_wall"] = _sequential_batch(course, lab, [SOLO], str(timings))["wall"]
+                run["solo_wall"] = _sequential_batch(course, lab, [SOLO], str(timings), one_core=one_core)["wall"]
             run["records"] = _read_records(timings)
         else:
             db_url = new_database(f"bench_{lab}") if new_database is not None else None
@@ -493,7 +482,7 @@ def _core_seconds(config: str, run: dict) -> float:
 
 
 def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: bool = False,
-              out=print) -> dict:
+              out=print, one_core: bool = True) -> dict:
     """Grade the batches, print the table and the breakdown; return everything as a dict."""
     started = time.perf_counter()
     configs = [STOCK, SEQUENTIAL, PARALLEL]
@@ -518,8 +507,12 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
                      f"timed) before it, as a class's cluster is started once for many batches")
         notes.append("Dask starts its workers with OMP_NUM_THREADS=1 (distributed.nanny.pre-spawn-environ), which "
                      "their nbgrader processes and kernels inherit")
-    notes.append("the sequential configurations (stock and pipeline) run on one core: their nbgrader process and its "
-                 "kernels are pinned to one CPU (sched_setaffinity) with OMP_NUM_THREADS=1")
+    if one_core:
+        notes.append("the sequential configurations (stock and pipeline) run on one core: their nbgrader process and "
+                     "its kernels are pinned to one CPU (sched_setaffinity) with OMP_NUM_THREADS=1")
+    else:
+        notes.append("--no-pin: the sequential configurations ran on whatever cores were free (not the targets' "
+                     "one core)")
     out(f"bench: labs {', '.join(labs)}, {per_lab} submission(s) per lab, scratch courses under {root}, "
         f"{os.cpu_count()} CPU(s), load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
@@ -528,7 +521,7 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
         new_database = stack.enter_context(throwaway_postgres()) if PARALLEL in configs and not why else None
         for lab in labs:
             results[lab] = _bench_lab(lab, per_lab, repo, root, configs, new_database, allow_sqlite, out,
-                                      solo=not quick)
+                                      solo=not quick, one_core=one_core)
     for lab in labs:
         for config, run in results[lab]["configurations"].items():
             run["core_seconds"] = _core_seconds(config, run)
@@ -591,8 +584,10 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
     if imports:
         lines += ["", f"Imports every kernel pays, in a fresh interpreter on one core (median of {1 if quick else 3}), one after the "
                   "other; a kernel started from a process that has them loaded would not pay them:"]
-        lines += [f"  {label:<52} {seconds:5.2f} s" for label, seconds in imports.items()]
-        lines.append(f"  {'total':<52} {sum(imports.values()):5.2f} s")
+        library = ", ".join(course_settings(repo)["library_packages"])
+        lines += [f"  {label + (f' ({library})' if label == 'the library packages' and library else ''):<56} {seconds:5.2f} s"
+                  for label, seconds in imports.items()]
+        lines.append(f"  {'total':<56} {sum(imports.values()):5.2f} s")
     lines += ["", "One-off cost of an nbgrader process: seconds = fixed + N x per_submission, from the batch of N "
               "(mixed submissions) and a batch of 1 (the solution alone):"]
     if quick:
@@ -645,6 +640,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-lab", type=int, default=None, help="submissions per lab (default 20; 3 with --quick)")
     parser.add_argument("--root", default=None, help="where the scratch courses go (default _grading/bench)")
     parser.add_argument("--json", default=None, help="write everything printed, and the raw figures, to this file")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the sequential configurations to one core (on a machine busy with other "
+                             "work, a pinned batch waits for its one core; the smoke test uses this)")
     parser.add_argument("--quick", action="store_true",
                         help="one lab, 3 submissions; no 2-worker run without PostgreSQL (the smoke test)")
     args = parser.parse_args(argv)
@@ -669,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not labs:
             raise GradingError(f"no labs in {repo}")
         root = Path(args.root) if args.root else repo / grading.GRADING_DIR / "bench"
-        report = run_bench(labs, per_lab, repo, root, quick=args.quick, out=out)
+        report = run_bench(labs, per_lab, repo, root, quick=args.quick, out=out, one_core=not args.no_pin)
     except (GradingError, CourseNotFound) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

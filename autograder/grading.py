@@ -294,6 +294,20 @@ class Course:
         tmp.write_text(json.dumps({"fingerprint": self._fingerprint(lab, student)}) + "\n")
         os.replace(tmp, marker)
 
+    def batch_seconds(self, lab: str, students: Iterable[str], since: float) -> dict[str, float]:
+        """Seconds per submission of one nbgrader batch that started at ``since`` (epoch seconds): the
+        gaps between the autograded notebooks' write times (nbgrader grades the submissions one after
+        the other and writes each notebook last), in the order they were written (the dict's order);
+        the first gap, from ``since``, carries the nbgrader process's start-up. Students without an
+        autograded notebook are left out."""
+        written = sorted((path.stat().st_mtime, s) for s in students
+                         if (path := self.path("autograded", s, lab)).is_file())
+        out, last = {}, since
+        for mtime, student in written:
+            out[student] = mtime - last
+            last = mtime
+        return out
+
     def autograde_batch(self, lab: str, students: Iterable[str], resume: bool = False) -> dict[str, str]:
         """Autograde the submitted ``students`` of ``lab``; return ``{student: reason}`` for failures.
 

@@ -192,16 +192,14 @@ def _grade_task(root: str, lab: str, students: list[str], db_url: str) -> list[d
         errors = course.autograde_batch(lab, todo) if todo else {}
         for student, reason in errors.items():
             results[student].update(status="failed", reason=_one_line(reason))
-        # seconds per submission: the gaps between the autograded notebooks' write times (nbgrader
-        # writes each one last); the first gap carries the nbgrader process's start-up
-        written = sorted((course.path("autograded", s, lab).stat().st_mtime, s) for s in todo
-                         if s not in errors and course.path("autograded", s, lab).is_file())
-        last = since
-        for mtime, student in written:
-            results[student]["seconds"] = max(0.0, mtime - last)
-            last = mtime
+        # seconds per submission: the gaps between the autograded notebooks' write times; the
+        # first carries the nbgrader process's start-up; a failed one, what was left of the chunk
+        seconds = course.batch_seconds(lab, [s for s in todo if s not in errors], since)
+        for student, gap in seconds.items():
+            results[student]["seconds"] = max(0.0, gap)
+        left = max(0.0, time.time() - since - sum(seconds.values()))
         for student in errors:
-            results[student]["seconds"] = max(0.0, time.time() - last)
+            results[student]["seconds"] = left / len(errors)
     if not todo:
         for result in results.values():
             result["seconds"] = (time.monotonic() - start) / max(1, len(students))
