@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -502,9 +503,56 @@ def fill_solutions(release_nb: nbformat.NotebookNode, source_nb: nbformat.Notebo
     return nb
 
 
+_SPECIAL = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+            (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def _special(mode: int) -> str | None:
+    """What a file of this mode is when it is neither a regular file nor a directory."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((what for test, what in _SPECIAL if test(mode)), "a special file")
+
+
+def special_files(folder: str | os.PathLike, limit: int = 10000) -> list[str]:
+    """``"relative/path (a symbolic link)"`` for what in ``folder`` is neither a regular file nor a
+    directory, found without following any link. nbgrader copies a submission's other files into
+    the graded folder as root and follows links when it does (a link to the gradebook would hand
+    it to the student's kernel; a FIFO would block the batch), so a submission may hold none."""
+    top = Path(folder)
+    found: list[str] = []
+    for root, dirs, files in os.walk(top, followlinks=False):
+        for name in dirs + files:
+            limit -= 1
+            if limit < 0:
+                return found
+            full = Path(root) / name
+            try:
+                what = _special(full.lstat().st_mode)
+            except OSError:
+                continue
+            if what:
+                found.append(f"{full.relative_to(top)} ({what})")
+    return found
+
+
 def validate_submission(path: str | os.PathLike) -> str | None:
-    """``None`` for a notebook nbgrader can grade, else a one-line reason."""
+    """``None`` for a notebook nbgrader can grade, else a one-line reason.
+
+    The notebook must be a regular file, and its folder (what nbgrader copies beside it) may hold
+    regular files and folders only: no symbolic link, FIFO, socket or device."""
     path = Path(path)
+    try:
+        what = _special(path.lstat().st_mode)
+    except OSError as err:
+        return f"cannot read the file: {err.strerror or err}"
+    if what:
+        return f"{path.name} is {what}, not a file: a submission holds regular files and folders only"
+    others = special_files(path.parent)
+    if others:
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        return (f"the submission's folder holds {others[0]}{more}: a submission holds regular files and folders "
+                "only (the grader copies them and never follows a link)")
     try:
         raw = path.read_bytes()
     except OSError as err:

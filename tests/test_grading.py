@@ -315,6 +315,29 @@ def test_validate_submission(tmp_path):
     assert "cannot read" in grading.validate_submission(tmp_path / "missing.ipynb")
 
 
+def test_a_submission_holding_links_or_special_files_is_refused(tmp_path):
+    folder = tmp_path / "submitted" / "student" / LABS[0]
+    folder.mkdir(parents=True)
+    nb = folder / f"{LABS[0]}.ipynb"
+    shutil.copyfile(grading.release_path(LABS[0]), nb)
+    assert grading.validate_submission(nb) is None
+    outside = tmp_path / "gradebook.db"
+    outside.write_text("grades")
+    (folder / "data").mkdir()
+    (folder / "data" / "notes.txt").symlink_to(outside)
+    reason = grading.validate_submission(nb)
+    assert "data/notes.txt (a symbolic link)" in reason and "regular files and folders only" in reason, reason
+    os.mkfifo(folder / "pipe")
+    assert "and 1 more" in grading.validate_submission(nb)
+    (folder / "data" / "notes.txt").unlink()
+    assert "pipe (a FIFO)" in grading.validate_submission(nb)
+    (folder / "pipe").unlink()
+    nb.unlink()
+    nb.symlink_to(grading.release_path(LABS[0]))  # the notebook itself a link
+    assert f"{LABS[0]}.ipynb is a symbolic link, not a file" in grading.validate_submission(nb)
+    assert outside.read_text() == "grades"
+
+
 def test_fill_solutions_types_in_the_solutions():
     for lab in LABS:
         release, source = _read(grading.release_path(lab)), _read(grading.source_path(lab))

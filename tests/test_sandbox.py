@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import stat
 import signal
 import socket
 import subprocess
@@ -399,15 +400,20 @@ def test_nbclient_notebook_in_sandboxed_kernel(tmp_path, probed):
 
     workdir = tmp_path / "submission"
     workdir.mkdir()
+    outside = tmp_path / "gradebook.db"
+    outside.write_text("grades")
     nb = _notebook([
         "import os, torch\nx = torch.arange(6.0).reshape(2, 3)\nprint(float((x @ x.T).sum()), os.getuid())",
         f"print(open({str(REPO / 'nbgrader_config.py')!r}).read())",
         "open('result.txt', 'w').write('cell 3 ran')\nprint('cell 3 ran')",
+        # links the grader would follow once the kernel has ended (it writes the graded notebook here, as root)
+        f"import os\nos.symlink({str(outside)!r}, 'lab.ipynb')\nos.mkfifo('pipe')",
     ])
     client = NotebookClient(nb, kernel_manager_class=sandbox.SandboxedKernelManager, timeout=60,
                             allow_errors=True, resources={"metadata": {"path": str(workdir)}})
     client.execute()
-    out1, out2, out3 = (c.outputs for c in nb.cells)
+    out1, out2, out3, out4 = (c.outputs for c in nb.cells)
+    assert out4 == []  # the link and the FIFO were made ...
     assert out1[0]["text"].split()[0] == "83.0"
     if probed["drop_privileges"] and probed["mount_namespace"]:
         assert out1[0]["text"].split()[1] == "65534"
@@ -417,6 +423,30 @@ def test_nbclient_notebook_in_sandboxed_kernel(tmp_path, probed):
     assert (workdir / "result.txt").read_text() == "cell 3 ran"
     # after the kernel, the submission's directory and what the kernel wrote are the grader's again
     assert workdir.stat().st_uid == os.getuid() and (workdir / "result.txt").stat().st_uid == os.getuid()
+    # ... and removed once it ended: only regular files are left, nothing outside was touched
+    assert sorted(p.name for p in workdir.iterdir()) == ["result.txt"]
+    assert outside.read_text() == "grades"
+
+
+def test_strip_links_removes_what_the_grader_must_not_follow(tmp_path):
+    work = tmp_path / "course" / "student" / "lab"
+    (work / "sub").mkdir(parents=True)
+    outside = tmp_path / "gradebook.db"
+    outside.write_text("grades")
+    outside.chmod(0o600)
+    (work / "lab.ipynb").symlink_to(outside)
+    (work / "sub" / "up").symlink_to(tmp_path, target_is_directory=True)
+    os.mkfifo(work / "pipe")
+    os.link(outside, work / "hard")  # a second name of a file outside
+    (work / "kept.txt").write_text("x")
+    (work / "sub" / "kept.py").write_text("y")
+    removed = sandbox.strip_links(work)
+    assert sorted(removed) == ["hard (hard-linked file)", "lab.ipynb (symbolic link)", "pipe (FIFO)",
+                               "sub/up (symbolic link)"]
+    assert sorted(str(p.relative_to(work)) for p in work.rglob("*")) == ["kept.txt", "sub", "sub/kept.py"]
+    assert outside.read_text() == "grades" and stat.S_IMODE(outside.stat().st_mode) == 0o600
+    assert outside.stat().st_nlink == 1 and (tmp_path / "course").is_dir()
+    assert sandbox.strip_links(work) == []  # nothing left to remove
 
 
 def test_kernel_manager_interrupt_and_shutdown(tmp_path, probed):

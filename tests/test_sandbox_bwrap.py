@@ -120,6 +120,14 @@ def runner(request, bwrap_path):
     python, why = _python_for_nobody()
     if python is None:
         pytest.skip(why)
+    # nobody runs the launcher and imports the library from this checkout: a parent directory of
+    # mode 0700 (a clone under /root, or in a fresh mktemp -d) stops it with a bare "Permission denied"
+    readable = subprocess.run([*SETPRIV, "env", python, "-I", "-c", "import sys; open(sys.argv[1]).close()",
+                               bwrap.__file__], capture_output=True, text=True, timeout=30, cwd="/")
+    if readable.returncode != 0:
+        _missing(f"user nobody cannot read this checkout ({REPO}; a parent directory is not world-readable), and the "
+                 "unprivileged tests run the launcher from it as nobody: clone it where others can read it "
+                 "(chmod 755 the parent directories) or run the tests as a user other than root")
     check = subprocess.run([*SETPRIV, bwrap_path, "--unshare-user", "--ro-bind", "/", "/", "true"], capture_output=True,
                            text=True, timeout=30, cwd="/")
     if check.returncode != 0:

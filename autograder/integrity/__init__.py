@@ -487,6 +487,7 @@ class HostileCase:
     exact: bool = False
     needs: str | None = None  # a sandbox protection this case relies on
     refused: str | None = None  # words expected in the refusal of a broken file
+    extra: Callable[[Path], None] | None = None  # adds files to the submission's folder (given its path)
 
 
 @dataclass
@@ -693,6 +694,58 @@ def _network(ctx):
     return ctx.after_setup(ctx.empty_solutions(ctx.copy("release")), _NETWORK.format(port=ctx.port))
 
 
+_LINKS = r'''
+# hostile: leave links where the grader writes as root once the kernel has ended (it writes the graded
+# notebook here and changes the mode of every file here)
+import os as _os
+_here = _os.getcwd()
+_grading = _os.path.abspath(_os.path.join(_here, *[".."] * 3))
+_made = []
+for _name, _target in [("{lab}.ipynb", _os.path.join(_grading, "gradebook.db")),
+                       ("canary-link", _os.path.join(_grading, "CANARY-{token}")),
+                       ("root-link", "/")]:
+    _p = _os.path.join(_here, _name)
+    try:
+        if _os.path.lexists(_p):
+            _os.remove(_p)
+        _os.symlink(_target, _p)
+        _made.append(_name)
+    except OSError as _e:
+        print("ATTACK links: failed", _name, _e)
+print("ATTACK links: made", _made)
+'''
+
+_FIFOS = r'''
+# hostile: FIFOs where the grader opens files once the kernel has ended (an open would block the batch)
+import os as _os
+_made = []
+for _name in ["{lab}.ipynb", "pipe"]:
+    _p = _os.path.join(_os.getcwd(), _name)
+    try:
+        if _os.path.lexists(_p):
+            _os.remove(_p)
+        _os.mkfifo(_p)
+        _made.append(_name)
+    except OSError as _e:
+        print("ATTACK fifos: failed", _name, _e)
+print("ATTACK fifos: made", _made)
+'''
+
+
+def _links(ctx):
+    return ctx.after_exercise(ctx.copy("solution"), 0, _LINKS.format(lab=ctx.lab, token=ctx.token), "hostile-links")
+
+
+def _fifos(ctx):
+    return ctx.after_exercise(ctx.copy("solution"), 0, _FIFOS.format(lab=ctx.lab), "hostile-fifos")
+
+
+def _links_in_folder(folder: Path) -> None:
+    """A link to the gradebook and a FIFO beside the notebook, as a crafted upload could hold them."""
+    (folder / "notes.txt").symlink_to(folder.parents[2] / "gradebook.db")
+    os.mkfifo(folder / "pipe")
+
+
 def _write(ctx):
     return ctx.after_setup(ctx.copy("release"), _WRITE.format(token=ctx.token))
 
@@ -724,6 +777,13 @@ def hostile_cases(lab: str, reference_calls: dict | None = None, repo: Path | No
         HostileCase("patch-gmlib-helpers", "every gmlib function and read-only helper replaced by a no-op", _patch_gmlib, bound="mutated"),
         HostileCase("swallow-errors", "set_custom_exc, showtraceback, excepthook, and a hook that clears failed outputs",
                     _swallow, bound="mutated"),
+        HostileCase("links-left", "the kernel replaces its notebook by a link to the gradebook, links a file outside and /",
+                    _links, bound="solution", exact=True),
+        HostileCase("fifos-left", "the kernel replaces its notebook by a FIFO and leaves another", _fifos,
+                    bound="solution", exact=True),
+        HostileCase("links-submitted", "the submission's folder holds a link to the gradebook and a FIFO",
+                    lambda ctx: ctx.copy("solution"), extra=_links_in_folder,
+                    refused="a submission holds regular files and folders only"),
         HostileCase("broken-json", "not JSON", lambda ctx: '{"cells": [', refused="invalid JSON"),
         HostileCase("wrong-nbformat", "nbformat 99", lambda ctx: json.dumps({"nbformat": 99, "nbformat_minor": 0, "cells": [], "metadata": {}}),
                     refused="nbformat 99"),
@@ -834,6 +894,8 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
                 path.write_text(content)
             else:
                 nbformat.write(content, str(path))
+            if case.extra is not None:
+                case.extra(path.parent)
             reason = validate_submission(path)
             if reason:
                 refused[case.name] = reason
@@ -842,9 +904,18 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
         students = [c.name for c in cases if c.name not in refused] + list(honest)
         out(f"{lab}: autograding {len(honest)} honest and {len(cases)} hostile submissions "
             f"({len(refused)} refused as files)")
+        # files outside every submission that the attacks aim at: their bytes and modes must not change
+        canary = course.root / grading.GRADING_DIR / f"CANARY-{token}"
+        canary.write_text("a file outside every submission\n")
+        canary.chmod(0o600)
+        gradebook = course.root / grading.GRADING_DIR / "gradebook.db"  # a scratch course's: SQLite
+        watched = {p: (p.stat().st_mode, p.read_bytes() if p == canary else None) for p in (canary, gradebook) if p.is_file()}
         start = time.perf_counter()
         errors = course.autograde_batch(lab, students)
         seconds = time.perf_counter() - start
+        changed = [f"{p} ({'mode' if p.stat().st_mode != mode else 'contents'} changed)"
+                   for p, (mode, data) in watched.items()
+                   if p.stat().st_mode != mode or (data is not None and p.read_bytes() != data)]
         scores = read_scores(course.db_url)
     finally:
         server.shutdown()
@@ -874,7 +945,7 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
             note = " | ".join(line.strip()[:200] for line in text.splitlines() if line.startswith("ATTACK"))
         outcomes.append(HostileOutcome(case.name, case.description, score, bound, gained=score > bound,
                                        lost_honest_work=case.exact and score < bound, error=r.error, note=note))
-    outside = []
+    outside = list(changed)
     for candidate in [course.root / grading.GRADING_DIR / f"ATTACK-{token}", course.root / "solutions" / f"ATTACK-{token}",
                       *[Path(p) / f"ATTACK_{token}.py" for p in _library_dirs(repo)], Path("/tmp") / f"ATTACK-{token}"]:
         if candidate.exists():

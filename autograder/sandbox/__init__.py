@@ -24,6 +24,7 @@ from autograder.sandbox.launcher import (
     probe_details,
     resolve_backend,
     sandboxed_execute,
+    strip_links,
     wrap_command,
 )
 
@@ -41,6 +42,6 @@ def __getattr__(name: str):
 __all__ = [
     "PROTECTIONS", "MODES", "SandboxPolicy", "SandboxUnavailable", "probe", "probe_details", "describe",
     "needed_protections", "missing_protections", "check_required", "active_protections", "wrap_command",
-    "hand_back", "sandboxed_execute", "SandboxedKernelManager", "SandboxedExecute", "main",
+    "hand_back", "strip_links", "sandboxed_execute", "SandboxedKernelManager", "SandboxedExecute", "main",
     "BACKENDS", "resolve_backend",  # bwrap backend
 ]

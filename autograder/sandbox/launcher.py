@@ -166,6 +166,7 @@ __all__ = [
     "backend_name",
     "resolve_backend",
     "hand_back",
+    "strip_links",
     "sandboxed_execute",
     "SandboxedKernelManager",
     "SandboxedExecute",
@@ -1049,6 +1050,60 @@ def hand_back(path: str | os.PathLike, uid: int, gid: int, sandbox_uid: int) -> 
     return changed
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def strip_links(path: str | os.PathLike) -> list[str]:
+    """Remove from the directory ``path`` (a kernel's working directory, once the kernel has
+    ended) what the grader must never open, follow or change: symbolic links, FIFOs, sockets,
+    devices, and regular files with several hard links. Returns ``"name (what)"`` for each.
+
+    The grader writes the graded notebook into this directory and changes the mode of every file
+    in it, as root: a link the kernel left there (``lab01.ipynb -> .../gradebook.db``) would make
+    it overwrite or re-mode a file outside the sandbox, a FIFO would block it. Nothing is
+    followed: the walk stays in ``path``'s filesystem and never enters a linked directory.
+    """
+    top = os.path.realpath(path)
+    removed: list[str] = []
+    try:
+        top_st = os.lstat(top)
+    except OSError:
+        return removed
+    if not stat.S_ISDIR(top_st.st_mode) or len(Path(top).parts) < 3 or _is_system_dir(top):
+        return removed
+    budget = 100000
+    for root, dirs, files in os.walk(top, followlinks=False):
+        keep = []
+        for name in dirs + files:
+            budget -= 1
+            if budget < 0:
+                return removed
+            full = os.path.join(root, name)
+            try:
+                s = os.lstat(full)
+            except OSError:
+                continue
+            if stat.S_ISDIR(s.st_mode):
+                if s.st_dev == top_st.st_dev:
+                    keep.append(name)
+                continue
+            if stat.S_ISREG(s.st_mode) and s.st_nlink == 1:
+                continue
+            what = "hard-linked file" if stat.S_ISREG(s.st_mode) else _kind(s.st_mode)
+            try:
+                os.unlink(full)  # unlink never follows: a link is removed, not its target
+            except OSError as e:
+                what += f", not removed: {e.strerror or e}"
+            removed.append(f"{os.path.relpath(full, top)} ({what})")
+        dirs[:] = keep
+    return removed
+
+
 def _make_home(launch: _Launch) -> None:
     """A private writable HOME with IPython, matplotlib and XDG directories."""
     home = _choose_home(launch.policy, launch.tmpdir)
@@ -1452,6 +1507,7 @@ def _kernel_manager_class() -> type:
         _sandbox_base: str | None = None
         _sandbox_policy: SandboxPolicy | None = None
         _sandbox_owners: dict | None = None
+        _sandbox_cwd: str | None = None
 
         def make_policy(self, cwd: str | None) -> SandboxPolicy:
             if isinstance(self.sandbox_policy, SandboxPolicy):
@@ -1516,6 +1572,7 @@ def _kernel_manager_class() -> type:
         async def _async_pre_start_kernel(self, **kw: Any):
             policy = self.make_policy(kw.get("cwd"))
             self._sandbox_policy = policy
+            self._sandbox_cwd = os.path.realpath(kw["cwd"]) if kw.get("cwd") else None
             if policy.mode == "off":
                 return await super()._async_pre_start_kernel(**kw)
             if self._sandbox_owners is None:  # a restart keeps the owners seen first
@@ -1581,6 +1638,12 @@ def _kernel_manager_class() -> type:
         async def _async_cleanup_resources(self, restart: bool = False) -> None:
             await super()._async_cleanup_resources(restart=restart)
             if not restart:
+                policy = self._sandbox_policy
+                if self._sandbox_cwd and policy is not None and policy.mode != "off":
+                    removed = strip_links(self._sandbox_cwd)
+                    if removed:
+                        self.log.warning("autograder.sandbox: removed what the kernel left in %s and the grader must not "
+                                         "follow: %s", self._sandbox_cwd, ", ".join(removed[:20]))
                 self._give_back()
                 self._sandbox_owners = None
                 if self._sandbox_base:
