@@ -100,7 +100,10 @@ c.RestoreCells.release_directory = os.path.join(ROOT, "notebooks")
 # or the temp directories. AUTOGRADER_SANDBOX=off|auto|required (default auto: what the machine
 # allows, reported by `python -m autograder.sandbox probe`), AUTOGRADER_SANDBOX_MEMORY_MB,
 # AUTOGRADER_SANDBOX_CPU_SECONDS.
-c.GuardedExecute.notebook_timeout = int(os.environ.get("AUTOGRADER_NOTEBOOK_TIMEOUT", "1800"))
+# A submission's cells together get 10 minutes of wall clock (the slowest lab's solution takes about
+# 20 s on one core): a kernel made to hang in every cell costs at most that, not the per-cell limit
+# times the number of cells. AUTOGRADER_NOTEBOOK_TIMEOUT overrides it.
+c.GuardedExecute.notebook_timeout = int(os.environ.get("AUTOGRADER_NOTEBOOK_TIMEOUT", "600"))
 c.GuardedExecute.kernel_manager_class = SandboxedKernelManager
 # The course's library packages: gmlib (the reference library) and labrefs (the reference
 # versions that isolate the exercises; every function in it is forbidden to student code).

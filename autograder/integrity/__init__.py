@@ -10,8 +10,9 @@ Command line (``python -m autograder.integrity [--course DIR] ...``)::
     hostile [--labs LAB ...] [--root DIR]
         autograde, in one batch per lab, honest submissions and hostile ones (edited or deleted
         test cells, infinite loops, crashes, memory bombs, monkeypatching, snooping, network,
-        writing outside, broken files). Exit status 1 if an honest score changes or a hostile
-        submission gains a point.
+        writing outside, links and FIFOs left for the grader, broken files). Exit status 1 if an
+        honest score changes, a hostile submission gains a point, or a file outside the
+        submissions changes (a canary beside the gradebook, the gradebook's mode).
     figures [--per-exercise N] [--hostile-labs LAB ...] [--jobs J] [--json FILE]
         both, and the figures of the README: mutants caught / mutants per lab, hostile cases
         tried / cases that gained points, seconds per submission per lab.

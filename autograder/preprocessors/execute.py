@@ -176,7 +176,7 @@ def _build_guarded_execute():
         """
 
         notebook_timeout = Integer(
-            1800,
+            600,
             allow_none=True,
             help="Wall-clock seconds for the whole notebook (kernel start and guard steps included); "
             "each cell's timeout is capped by what is left; 0 or None: no budget",
