@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import html
 import io
 import json
 import os
@@ -38,7 +39,7 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from autograder import grading
-from autograder.preprocessors import HIDDEN_PLACEHOLDER, HideHiddenTests, RestoreCells, StderrToStdout
+from autograder.preprocessors import HIDDEN_LINE, HIDDEN_PLACEHOLDER, HideHiddenTests, RestoreCells, StderrToStdout
 
 REPO = Path(__file__).resolve().parents[1]
 LABS = grading.discover_labs(REPO)
@@ -278,6 +279,49 @@ def test_hide_hidden_tests_removes_their_source_and_tracebacks():
     assert HIDDEN_PLACEHOLDER.strip() in hidden[0].source
     assert hidden[0].outputs[0].traceback[0] == "AssertionError: the entropy of a uniform vector is log K"
     assert visible[0].source == visible_source  # visible tests stay as they are
+
+
+def test_hide_hidden_tests_scrubs_what_student_code_printed_of_them():
+    """A post_run_cell hook that prints each cell's source, or a later cell that prints In: every
+    output line quoting a hidden line (whatever its spacing) is replaced, the rest is kept."""
+    nb = _read(grading.source_path(LABS[0]))
+    hidden = [c for c in _grade_cells(nb) if "BEGIN HIDDEN TESTS" in c.source]
+    secret = re.search(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", hidden[0].source, re.S).group(1)
+    public = "\n".join(c.source for c in nb.cells).replace(secret, "")
+    quoted = [ln.strip() for ln in secret.splitlines() if len(ln.strip()) > 25 and ln.strip() not in public]
+    assert len(quoted) >= 3
+    later = next(c for c in nb.cells[nb.cells.index(hidden[0]) + 1:]
+                 if c.cell_type == "code" and "BEGIN HIDDEN TESTS" not in c.source)  # a student's or a visible cell
+    spaced = "   ".join(quoted[1].split())  # the words, spaced otherwise
+    hidden[0].outputs = [nbformat.from_dict({"output_type": "stream", "name": "stdout",
+                                             "text": "ran:\n" + secret + "a message of the test\n"})]
+    later.outputs = [
+        nbformat.from_dict({"output_type": "stream", "name": "stdout", "text": f"my own line\n{spaced}\n"}),
+        nbformat.from_dict({"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                            "data": {"text/plain": [quoted[0] + "\n", "42\n"]}}),
+        nbformat.from_dict({"output_type": "display_data", "metadata": {},
+                            "data": {"text/html": f"<pre>{html.escape(quoted[2])}</pre>", "image/png": "iVBORw0K"}}),
+        nbformat.from_dict({"output_type": "error", "ename": "ValueError", "evalue": quoted[0],
+                            "traceback": ["ValueError: " + quoted[0]]}),
+    ]
+    out, _ = HideHiddenTests().preprocess(nb, {})
+    text = json.dumps(out)
+    for line in quoted:
+        assert json.dumps(line)[1:-1] not in text, line
+    assert spaced not in text
+    assert "a message of the test" in hidden[0].outputs[0].text and "ran:" in hidden[0].outputs[0].text
+    stream, result, display, error = later.outputs
+    assert stream.text == f"my own line\n{HIDDEN_LINE}\n"
+    assert result.data["text/plain"] == f"{HIDDEN_LINE}\n42\n"
+    assert "text/html" not in display.data and display.data["image/png"] == "iVBORw0K"  # the figure stays
+    assert error.evalue == HIDDEN_LINE and error.traceback == [HIDDEN_LINE]
+    untouched = _read(grading.source_path(LABS[0]))  # a notebook whose outputs quote nothing hidden is unchanged
+    shown = [c for c in untouched.cells if c.cell_type == "code" and "BEGIN HIDDEN TESTS" not in c.source]
+    for c in shown:
+        c.outputs = [nbformat.from_dict({"output_type": "stream", "name": "stdout", "text": c.source})]
+    before = [copy.deepcopy(c.outputs) for c in shown]
+    HideHiddenTests().preprocess(untouched, {})
+    assert [c.outputs for c in shown] == before
 
 
 def test_normalise_and_compare_notebooks():

@@ -128,7 +128,7 @@ def test_huge_output_is_capped(figures):
 
 def test_feedback_never_shows_hidden_tests(figures):
     course = grading.Course(Path(figures["root"]) / "hostile" / FIRST / "batch")
-    for student in ["honest-blank", "honest-mutated"]:
+    for student in ["honest-blank", "honest-mutated", "leak-hidden"]:  # the last prints the hidden tests' source
         course.nbgrader("generate_feedback", FIRST, f"--student={student}", "--force")
         page = course.root / "_grading" / "feedback" / student / FIRST / f"{FIRST}.html"
         text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))

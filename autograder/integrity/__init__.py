@@ -733,6 +733,21 @@ print("ATTACK fifos: made", _made)
 '''
 
 
+_LEAK_HOOK = r'''
+# hostile: print the source of every cell the kernel runs, hidden tests included, into its outputs
+def _print_source(result):
+    print("ATTACK leak: the cell that just ran:\n" + (result.info.raw_cell if result.info is not None else ""))
+get_ipython().events.register("post_run_cell", _print_source)
+'''
+
+_LEAK_HISTORY = "# hostile: print every cell run so far (In), hidden tests included\nprint('ATTACK leak: history\\n' + '\\n'.join(In))"
+
+
+def _leak(ctx):
+    nb = ctx.after_setup(ctx.copy("solution"), _LEAK_HOOK)
+    return ctx.after_exercise(nb, 1, _LEAK_HISTORY, "hostile-history")
+
+
 def _links(ctx):
     return ctx.after_exercise(ctx.copy("solution"), 0, _LINKS.format(lab=ctx.lab, token=ctx.token), "hostile-links")
 
@@ -778,6 +793,8 @@ def hostile_cases(lab: str, reference_calls: dict | None = None, repo: Path | No
         HostileCase("patch-gmlib-helpers", "every gmlib function and read-only helper replaced by a no-op", _patch_gmlib, bound="mutated"),
         HostileCase("swallow-errors", "set_custom_exc, showtraceback, excepthook, and a hook that clears failed outputs",
                     _swallow, bound="mutated"),
+        HostileCase("leak-hidden", "a post_run_cell hook prints every cell's source, a later cell prints In: the hidden "
+                    "tests end up in the outputs", _leak, bound="solution", exact=True),
         HostileCase("links-left", "the kernel replaces its notebook by a link to the gradebook, links a file outside and /",
                     _links, bound="solution", exact=True),
         HostileCase("fifos-left", "the kernel replaces its notebook by a FIFO and leaves another", _fifos,

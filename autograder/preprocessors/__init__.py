@@ -10,8 +10,8 @@
 ``nbgrader_config.py`` wires them in.
 """
 from autograder.preprocessors.execute import GuardedExecute
-from autograder.preprocessors.feedback import HIDDEN_PLACEHOLDER, HideHiddenTests
+from autograder.preprocessors.feedback import HIDDEN_LINE, HIDDEN_PLACEHOLDER, HideHiddenTests
 from autograder.preprocessors.restore import RestoreCells
 from autograder.preprocessors.stderr import StderrToStdout
 
-__all__ = ["GuardedExecute", "HIDDEN_PLACEHOLDER", "HideHiddenTests", "RestoreCells", "StderrToStdout"]
+__all__ = ["GuardedExecute", "HIDDEN_LINE", "HIDDEN_PLACEHOLDER", "HideHiddenTests", "RestoreCells", "StderrToStdout"]
