@@ -376,6 +376,18 @@ def test_a_submission_holding_links_or_special_files_is_refused(tmp_path):
     (folder / "data" / "notes.txt").unlink()
     assert "pipe (a FIFO)" in grading.validate_submission(nb)
     (folder / "pipe").unlink()
+    levels = [folder]
+    for _ in range(1200):  # deeper than Python's recursion limit
+        levels.append(levels[-1] / "d")
+        levels[-1].mkdir()
+    (levels[-1] / "deep-link").symlink_to(outside)
+    assert grading.validate_submission(nb).startswith("the submission's folder holds " + "d/" * 1200 + "deep-link (a symbolic link)")
+    (levels[-1] / "deep-link").unlink()
+    for level in reversed(levels[1:]):
+        level.rmdir()
+    for i in range(5):
+        (folder / f"f{i}.txt").write_text("x")
+    assert grading.special_files(folder, limit=3) == ["more than 3 entries (not searched to the end)"]  # never "clean"
     nb.unlink()
     nb.symlink_to(grading.release_path(LABS[0]))  # the notebook itself a link
     assert f"{LABS[0]}.ipynb is a symbolic link, not a file" in grading.validate_submission(nb)

@@ -447,6 +447,16 @@ def test_strip_links_removes_what_the_grader_must_not_follow(tmp_path):
     assert outside.read_text() == "grades" and stat.S_IMODE(outside.stat().st_mode) == 0o600
     assert outside.stat().st_nlink == 1 and (tmp_path / "course").is_dir()
     assert sandbox.strip_links(work) == []  # nothing left to remove
+    # a link at the bottom of a tree deeper than Python's recursion limit is found too
+    levels = [work]
+    for _ in range(1200):
+        levels.append(levels[-1] / "d")
+        levels[-1].mkdir()  # (os.makedirs recurses: it cannot make this tree)
+    (levels[-1] / "lab.ipynb").symlink_to(outside)
+    assert sandbox.strip_links(work) == [str(Path(*["d"] * 1200, "lab.ipynb")) + " (symbolic link)"]
+    assert not (levels[-1] / "lab.ipynb").is_symlink() and outside.read_text() == "grades"
+    for level in reversed(levels[1:]):  # shutil.rmtree recurses too
+        level.rmdir()
 
 
 def test_kernel_manager_interrupt_and_shutdown(tmp_path, probed):

@@ -1066,7 +1066,9 @@ def strip_links(path: str | os.PathLike) -> list[str]:
     The grader writes the graded notebook into this directory and changes the mode of every file
     in it, as root: a link the kernel left there (``lab01.ipynb -> .../gradebook.db``) would make
     it overwrite or re-mode a file outside the sandbox, a FIFO would block it. Nothing is
-    followed: the walk stays in ``path``'s filesystem and never enters a linked directory.
+    followed: the walk stays in ``path``'s filesystem and never enters a linked directory. It has
+    no budget and no recursion, so neither a million files nor a tree thousands of levels deep
+    hides a link from it.
     """
     top = os.path.realpath(path)
     removed: list[str] = []
@@ -1076,31 +1078,30 @@ def strip_links(path: str | os.PathLike) -> list[str]:
         return removed
     if not stat.S_ISDIR(top_st.st_mode) or len(Path(top).parts) < 3 or _is_system_dir(top):
         return removed
-    budget = 100000
-    for root, dirs, files in os.walk(top, followlinks=False):
-        keep = []
-        for name in dirs + files:
-            budget -= 1
-            if budget < 0:
-                return removed
-            full = os.path.join(root, name)
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
             try:
-                s = os.lstat(full)
+                s = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISDIR(s.st_mode):
                 if s.st_dev == top_st.st_dev:
-                    keep.append(name)
+                    stack.append(entry.path)
                 continue
             if stat.S_ISREG(s.st_mode) and s.st_nlink == 1:
                 continue
             what = "hard-linked file" if stat.S_ISREG(s.st_mode) else _kind(s.st_mode)
             try:
-                os.unlink(full)  # unlink never follows: a link is removed, not its target
+                os.unlink(entry.path)  # unlink never follows: a link is removed, not its target
             except OSError as e:
                 what += f", not removed: {e.strerror or e}"
-            removed.append(f"{os.path.relpath(full, top)} ({what})")
-        dirs[:] = keep
+            removed.append(f"{os.path.relpath(entry.path, top)} ({what})")
     return removed
 
 
