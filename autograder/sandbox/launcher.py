@@ -1552,7 +1552,7 @@ def _kernel_manager_class() -> type:
             for path, (uid, gid, sandbox_uid) in (self._sandbox_owners or {}).items():
                 try:
                     hand_back(path, uid, gid, sandbox_uid)
-                except OSError as e:
+                except (OSError, RecursionError) as e:  # a tree deeper than os.walk's recursion
                     self.log.warning("autograder.sandbox: could not give %s back to uid %s: %s", path, uid, e)
             self._sandbox_owners = {}
 
