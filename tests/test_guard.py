@@ -375,6 +375,23 @@ def test_the_notebook_budget_stops_the_rest(tmp_path):
     assert seconds < 6 + 8  # the budget, the interrupt and the shutdown
 
 
+def test_grading_kernels_compare_tensors_without_importing_dtensor(tmp_path):
+    """The guard's setup spares each kernel the import of torch.distributed.tensor (and sympy) that
+    the first assert_close makes; assert_close still tells equal from unequal tensors."""
+    import torch.testing._comparison as comparison
+
+    assert comparison._HAS_DTENSOR is True  # the pinned torch has the flag: a new torch must keep it, or this goes
+    cells = [
+        _cell("import sys\nimport torch", "setup", "setup"),
+        _cell("torch.testing.assert_close(torch.ones(3), torch.ones(3))\n"
+              "print(sorted(m for m in sys.modules if m.startswith(('torch.distributed.tensor', 'sympy'))))", "test", "same"),
+        _cell("torch.testing.assert_close(torch.ones(3), torch.zeros(3))", "test", "different"),
+    ]
+    nb, _, _ = _run(_notebook(cells), tmp_path, timeout=60)
+    assert _passed(nb, "same") and _text(_by_id(nb)["same"]).strip() == "[]"
+    assert not _passed(nb, "different") and _errors(_by_id(nb)["different"])[0][0] == "AssertionError"
+
+
 # ----------------------------------------------------------------------------
 # The guard: every attack against a wrong answer
 # ----------------------------------------------------------------------------

@@ -940,6 +940,7 @@ class _KernelGuard:
                 self.modules[name] = importlib.import_module(name)
             except Exception as err:  # noqa: BLE001 - a broken module cannot be what a test relies on
                 self.problems.append(f"{name} could not be imported: {type(err).__name__}: {err}")
+        _skip_dtensor_import()  # before the snapshot, which then keeps it
         self.forbidden = _Forbidden(self, config.get("forbidden") or {})
         self.problems += self.forbidden.problems
         self.raised = []  # exceptions that reached IPython since the last restore step
@@ -1442,6 +1443,16 @@ def _make_step(guard, secret):
         return new_hmac(secret, f"{nonce}|{body}".encode(), sha256).hexdigest() + "|" + body
 
     return step
+
+
+def _skip_dtensor_import() -> None:
+    """A speed setting of grading kernels, not a protection: the first ``torch.testing.assert_close``
+    imports ``torch.distributed.tensor`` (and sympy with it: 0.6 to 1 s on one core, in every kernel
+    whose tests compare tensors) only to unwrap DTensors, which no lab makes. torch 2.13 reads
+    ``torch.testing._comparison._HAS_DTENSOR`` on every call; tests/test_guard.py checks both."""
+    comparison = sys.modules.get("torch.testing._comparison")
+    if comparison is not None and getattr(comparison, "_HAS_DTENSOR", False):
+        comparison._HAS_DTENSOR = False
 
 
 def kernel_step(step: str, nonce: str, payload: str) -> str:
