@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -400,12 +401,14 @@ def test_nbclient_notebook_in_sandboxed_kernel(tmp_path, probed):
 
     workdir = tmp_path / "submission"
     workdir.mkdir()
+    (workdir / "shipped.txt").write_text("cell 3 ran")  # a file of the submission: the kernel reads its copy
+    (workdir / "shipped-link.txt").symlink_to(tmp_path / "gradebook.db")  # never copied for the kernel
     outside = tmp_path / "gradebook.db"
     outside.write_text("grades")
     nb = _notebook([
         "import os, torch\nx = torch.arange(6.0).reshape(2, 3)\nprint(float((x @ x.T).sum()), os.getuid())",
         f"print(open({str(REPO / 'nbgrader_config.py')!r}).read())",
-        "open('result.txt', 'w').write('cell 3 ran')\nprint('cell 3 ran')",
+        "open('result.txt', 'w').write(open('shipped.txt').read())\nprint(open('result.txt').read())",
         # links the grader would follow once the kernel has ended (it writes the graded notebook here, as root)
         f"import os\nos.symlink({str(outside)!r}, 'lab.ipynb')\nos.mkfifo('pipe')",
     ])
@@ -413,19 +416,41 @@ def test_nbclient_notebook_in_sandboxed_kernel(tmp_path, probed):
                             allow_errors=True, resources={"metadata": {"path": str(workdir)}})
     client.execute()
     out1, out2, out3, out4 = (c.outputs for c in nb.cells)
-    assert out4 == []  # the link and the FIFO were made ...
     assert out1[0]["text"].split()[0] == "83.0"
     if probed["drop_privileges"] and probed["mount_namespace"]:
         assert out1[0]["text"].split()[1] == "65534"
     if probed["mount_namespace"]:
         assert [o["output_type"] for o in out2] == ["error"] and out2[0]["ename"] == "FileNotFoundError"
-    assert out3[0]["text"] == "cell 3 ran\n"
-    assert (workdir / "result.txt").read_text() == "cell 3 ran"
-    # after the kernel, the submission's directory and what the kernel wrote are the grader's again
-    assert workdir.stat().st_uid == os.getuid() and (workdir / "result.txt").stat().st_uid == os.getuid()
-    # ... and removed once it ended: only regular files are left, nothing outside was touched
-    assert sorted(p.name for p in workdir.iterdir()) == ["result.txt"]
+    assert out3[0]["text"] == "cell 3 ran\n"  # it wrote and read back result.txt in its copy of the directory
+    assert out4 == []  # ... where it made the link and the FIFO too
+    # the directory itself was never the kernel's: as before, nothing of what the kernel wrote is in it,
+    # and nothing outside was touched
+    assert sorted(p.name for p in workdir.iterdir()) == ["shipped-link.txt", "shipped.txt"]
+    assert all(p.lstat().st_uid == os.getuid() for p in [workdir, *workdir.iterdir()])
     assert outside.read_text() == "grades"
+    assert not list(Path(tempfile.gettempdir()).glob("autograder-kernel-*/work/result.txt"))  # the copy is gone
+
+
+def test_copy_plain_copies_regular_files_only(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "target"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_text("a")
+    (source / "sub" / "b.py").write_text("b")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (source / "link.txt").symlink_to(outside)
+    (source / "sub" / "up").symlink_to(tmp_path, target_is_directory=True)
+    os.mkfifo(source / "pipe")
+    left_out = sandbox.copy_plain(source, target)
+    assert sorted(left_out) == ["link.txt (symbolic link)", "pipe (FIFO)", "sub/up (symbolic link)"]
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == ["a.txt", "sub", "sub/b.py"]
+    assert (target / "sub" / "b.py").read_text() == "b" and not any(p.is_symlink() for p in target.rglob("*"))
+    levels = [target]
+    for _ in range(1200):  # remove_tree takes a tree deeper than shutil.rmtree's recursion
+        levels.append(levels[-1] / "d")
+        levels[-1].mkdir()
+    sandbox.remove_tree(target)
+    assert not target.exists() and outside.read_text() == "secret" and (source / "a.txt").exists()
 
 
 def test_strip_links_removes_what_the_grader_must_not_follow(tmp_path):

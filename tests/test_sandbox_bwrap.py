@@ -354,7 +354,8 @@ workdir, token, read_only = sys.argv[1], sys.argv[2], sys.argv[3:]
 out = {}
 
 async def main():
-    km = sandbox.SandboxedKernelManager(kernel_name="python3", sandbox_backend="bwrap", read_only=read_only)
+    km = sandbox.SandboxedKernelManager(kernel_name="python3", sandbox_backend="bwrap", read_only=read_only,
+                                        private_copy=os.environ["PRIVATE_COPY"] == "1")
     t0 = time.monotonic()
     await km.start_kernel(cwd=workdir)
     kc = km.client()
@@ -401,8 +402,10 @@ print(json.dumps(out))
 
 
 def test_jupyter_kernel_runs_interrupts_and_shuts_down(runner, bwrap_path):
-    """SandboxedKernelManager with the bwrap backend: a cell runs (as nobody, in the submission's
-    directory), a ``time.sleep(60)`` cell is interrupted within seconds, shutdown ends every process."""
+    """SandboxedKernelManager with the bwrap backend: a cell runs (as nobody, in a private copy of the
+    submission's directory; as root, in the directory itself with ``private_copy = False``), a
+    ``time.sleep(60)`` cell is interrupted within seconds, shutdown ends every process."""
+    private = runner.name != "root"  # both ways of the manager, one per runner
     base = Path(tempfile.mkdtemp(prefix=f"gmlib-bwrap-kernel-{runner.name}-"))
     os.chmod(base, 0o755)
     workdir, home = base / "submission", base / "home"
@@ -410,7 +413,7 @@ def test_jupyter_kernel_runs_interrupts_and_shuts_down(runner, bwrap_path):
     home.mkdir()
     runner.own(workdir, home)
     token = uuid.uuid4().hex
-    env = {**runner.popen_env(), "HOME": str(home)}
+    env = {**runner.popen_env(), "HOME": str(home), "PRIVATE_COPY": "1" if private else "0"}
     env["PYTHONPATH"] = os.pathsep.join(x for x in [str(REPO), env.get("PYTHONPATH", "")] if x)
     try:
         proc = subprocess.run([*runner.prefix, runner.python, "-c", KERNEL, str(workdir), token, *dict.fromkeys(_SITE)],
@@ -422,10 +425,15 @@ def test_jupyter_kernel_runs_interrupts_and_shuts_down(runner, bwrap_path):
         assert out["report"]["backend"] == "bwrap"
         assert out["report"]["protections"] == {name: True for name in sandbox.PROTECTIONS}, out["report"]
         assert out["transport"] == "ipc"  # no network: ZeroMQ over unix sockets in the runtime directory
-        assert out["cell"] == ["ok", f"{NOBODY.pw_uid} {workdir}\n"], out["cell"]
-        assert (workdir / "cell.txt").read_text() == "ran"
-        if runner.name == "root":  # given back to its owner after the kernel
-            assert (workdir / "cell.txt").stat().st_uid == os.getuid() and workdir.stat().st_uid == os.getuid()
+        status, text = out["cell"]
+        uid, cwd = text.split()
+        assert status == "ok" and uid == str(NOBODY.pw_uid), out["cell"]
+        if private:  # the kernel wrote into its copy, deleted with it; the directory is as it was
+            assert cwd.endswith("/work") and "autograder-kernel-" in cwd and not Path(cwd).exists(), cwd
+            assert list(workdir.iterdir()) == []
+        else:
+            assert cwd == str(workdir) and (workdir / "cell.txt").read_text() == "ran"
+            assert (workdir / "cell.txt").stat().st_uid == os.getuid() and workdir.stat().st_uid == os.getuid()  # given back
         status, ename, seconds = out["interrupt"]
         assert (status, ename) == ("error", "KeyboardInterrupt") and seconds < 5, out["interrupt"]
         assert out["spawned"] == "ok"

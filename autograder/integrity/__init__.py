@@ -501,6 +501,7 @@ class _Context:
     port: int
     token: str
     reference_calls: dict
+    grading_dir: str = ""  # the batch course's _grading (the attacks that aim at the gradebook know it)
 
     def copy(self, which: str = "release") -> nbformat.NotebookNode:
         return copy.deepcopy(getattr(self, which))
@@ -700,7 +701,7 @@ _LINKS = r'''
 # notebook here and changes the mode of every file here)
 import os as _os
 _here = _os.getcwd()
-_grading = _os.path.abspath(_os.path.join(_here, *[".."] * 3))
+_grading = {grading!r} or _os.path.abspath(_os.path.join(_here, *[".."] * 3))  # the course's, else as seen from here
 _made = []
 for _name, _target in [("{lab}.ipynb", _os.path.join(_grading, "gradebook.db")),
                        ("canary-link", _os.path.join(_grading, "CANARY-{token}")),
@@ -749,7 +750,8 @@ def _leak(ctx):
 
 
 def _links(ctx):
-    return ctx.after_exercise(ctx.copy("solution"), 0, _LINKS.format(lab=ctx.lab, token=ctx.token), "hostile-links")
+    code = _LINKS.format(lab=ctx.lab, token=ctx.token, grading=ctx.grading_dir)
+    return ctx.after_exercise(ctx.copy("solution"), 0, code, "hostile-links")
 
 
 def _fifos(ctx):
@@ -902,6 +904,7 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
         course = Course.create(grading._fresh_root(root / "batch", repo), [lab], repo)
         course.env.update(env)
         course.generate(lab)
+        ctx.grading_dir = str(course.root / grading.GRADING_DIR)
         cases = hostile_cases(lab, ctx.reference_calls, repo)
         refused = {}
         for case in cases:

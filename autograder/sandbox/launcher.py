@@ -167,6 +167,8 @@ __all__ = [
     "resolve_backend",
     "hand_back",
     "strip_links",
+    "copy_plain",
+    "remove_tree",
     "sandboxed_execute",
     "SandboxedKernelManager",
     "SandboxedExecute",
@@ -1105,6 +1107,77 @@ def strip_links(path: str | os.PathLike) -> list[str]:
     return removed
 
 
+def copy_plain(source: str | os.PathLike, target: str | os.PathLike) -> list[str]:
+    """Copy the regular files and folders under ``source`` into ``target`` (created), and nothing
+    else: a link, FIFO, socket or device is left out, no link is followed (files are opened with
+    ``O_NOFOLLOW``), no recursion. Returns ``"name (what)"`` for what was left out."""
+    source, target = os.path.realpath(source), os.fspath(target)
+    left_out: list[str] = []
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    stack = [("", )]
+    while stack:
+        (rel,) = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(source, rel)))
+        except OSError as e:
+            left_out.append(f"{rel or '.'} (unreadable: {e.strerror or e})")
+            continue
+        for entry in entries:
+            name = os.path.join(rel, entry.name)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                os.mkdir(os.path.join(target, name), 0o755)
+                stack.append((name,))
+            elif stat.S_ISREG(st.st_mode):
+                try:
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+                except OSError as e:
+                    left_out.append(f"{name} (unreadable: {e.strerror or e})")
+                    continue
+                with os.fdopen(fd, "rb") as src, open(os.path.join(target, name), "xb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                left_out.append(f"{name} ({_kind(st.st_mode)})")
+    return left_out
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """``shutil.rmtree`` without its recursion (a kernel can leave a tree thousands of levels
+    deep): nothing is followed, what cannot be removed is left."""
+    top = os.fspath(path)
+    try:
+        shutil.rmtree(top)
+        return
+    except FileNotFoundError:
+        return
+    except (OSError, RecursionError):
+        pass
+    order, stack = [], [top]
+    while stack:
+        folder = stack.pop()
+        order.append(folder)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+    for folder in reversed(order):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
 def _make_home(launch: _Launch) -> None:
     """A private writable HOME with IPython, matplotlib and XDG directories."""
     home = _choose_home(launch.policy, launch.tmpdir)
@@ -1476,17 +1549,22 @@ def launch(policy: SandboxPolicy, cmd: list[str], report: str | None = None) -> 
 def _kernel_manager_class() -> type:
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import Any as AnyTrait
-    from traitlets import Dict, Integer, List, Unicode
+    from traitlets import Bool, Dict, Integer, List, Unicode
 
     class SandboxedKernelManager(AsyncKernelManager):
         """An ``AsyncKernelManager`` whose kernels run in the sandbox of :mod:`autograder.sandbox`.
 
         The policy is ``sandbox_policy`` (a :class:`SandboxPolicy`) when set, else
-        ``SandboxPolicy.from_env()``, with the traits below applied. The kernel's working
-        directory (the ``cwd`` nbclient passes: the submission's autograded directory) and a
-        per-kernel runtime directory (connection file, unix sockets) are the writable paths;
-        once the kernel is shut down, what the sandbox user owns in the working directory is
-        given back to the directory's previous owner (:func:`hand_back`). With the network isolated, the kernel is
+        ``SandboxPolicy.from_env()``, with the traits below applied. The kernel works in a copy of
+        the directory nbclient passes as ``cwd`` (the submission's autograded directory; regular
+        files and folders only, :func:`copy_plain`), made in a per-kernel directory outside the
+        course and deleted after the kernel: nbgrader then writes the graded notebook, as root,
+        into a directory the kernel never had in its view (``private_copy``). That copy and a
+        per-kernel runtime directory (connection file, unix sockets) are the writable paths. With
+        ``private_copy = False`` the kernel works in ``cwd`` itself; once it is shut down, what the
+        sandbox user owns there is given back to the directory's previous owner (:func:`hand_back`)
+        and what it left that is not a regular file or folder is removed (:func:`strip_links`).
+        With the network isolated, the kernel is
         reached over ZeroMQ ``ipc`` (unix sockets) in that runtime directory. Interrupts
         (``SIGINT`` to the process group) and shutdown work as usual; killing the kernel
         kills every process it started (its PID namespace ends).
@@ -1504,6 +1582,10 @@ def _kernel_manager_class() -> type:
         sandbox_backend = Unicode("", help="native, bwrap or auto (default: AUTOGRADER_SANDBOX_BACKEND, else auto: "
                                   "native as root with CAP_SYS_ADMIN, else bubblewrap where it works)").tag(config=True)
         sandbox_policy = AnyTrait(None, allow_none=True, help="A SandboxPolicy to start from (not configurable)")
+        private_copy = Bool(True, help="Run the kernel in a copy of its working directory (regular files and folders "
+                            "only), deleted after it: the directory nbgrader writes the graded notebook into, as "
+                            "root, is never writable by the kernel. False: the kernel works in that directory, "
+                            "which is handed to the sandbox user and back").tag(config=True)
 
         _sandbox_base: str | None = None
         _sandbox_policy: SandboxPolicy | None = None
@@ -1571,10 +1653,12 @@ def _kernel_manager_class() -> type:
             return pw.pw_uid, pw.pw_gid
 
         async def _async_pre_start_kernel(self, **kw: Any):
-            policy = self.make_policy(kw.get("cwd"))
+            policy = self.make_policy(kw.get("cwd") if not self.private_copy else None)
             self._sandbox_policy = policy
             self._sandbox_cwd = os.path.realpath(kw["cwd"]) if kw.get("cwd") else None
             if policy.mode == "off":
+                if self.private_copy and kw.get("cwd"):
+                    policy.writable.append(Path(os.path.abspath(kw["cwd"])))  # as make_policy would have
                 return await super()._async_pre_start_kernel(**kw)
             if self._sandbox_owners is None:  # a restart keeps the owners seen first
                 self._remember_owners(policy)
@@ -1588,6 +1672,21 @@ def _kernel_manager_class() -> type:
             if ids:
                 os.chown(run, *ids)
             policy.writable.append(Path(run))
+            if self.private_copy and self._sandbox_cwd:
+                # The kernel works in a copy of its directory (regular files and folders only): the
+                # directory the grader writes the graded notebook into, as root, is never in its view.
+                work = os.path.join(self._sandbox_base, "work")
+                if not os.path.isdir(work):  # a restarted kernel keeps its files
+                    left_out = copy_plain(self._sandbox_cwd, work)
+                    if left_out:
+                        self.log.warning("autograder.sandbox: not copied for the kernel (not regular files): %s",
+                                         ", ".join(left_out[:20]))
+                    if ids:
+                        for root, dirs, files in os.walk(work):
+                            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                                os.chown(name, *ids, follow_symlinks=False)
+                policy.writable.append(Path(work))
+                kw["cwd"] = work
             policy.home = Path(run) / "home"
             if not policy.network:
                 self.transport = "ipc"
@@ -1640,7 +1739,7 @@ def _kernel_manager_class() -> type:
             await super()._async_cleanup_resources(restart=restart)
             if not restart:
                 policy = self._sandbox_policy
-                if self._sandbox_cwd and policy is not None and policy.mode != "off":
+                if self._sandbox_cwd and policy is not None and policy.mode != "off" and not self.private_copy:
                     removed = strip_links(self._sandbox_cwd)
                     if removed:
                         self.log.warning("autograder.sandbox: removed what the kernel left in %s and the grader must not "
@@ -1648,7 +1747,7 @@ def _kernel_manager_class() -> type:
                 self._give_back()
                 self._sandbox_owners = None
                 if self._sandbox_base:
-                    shutil.rmtree(self._sandbox_base, ignore_errors=True)
+                    remove_tree(self._sandbox_base)  # the kernel's copy of its directory with it
                     self._sandbox_base = None
 
         # AsyncKernelManager binds its public coroutines to the base functions: rebind ours
