@@ -521,30 +521,20 @@ def special_files(folder: str | os.PathLike, limit: int = 10000) -> list[str]:
     it to the student's kernel; a FIFO would block the batch), so a submission may hold none.
     A folder of more than ``limit`` entries is not searched to the end: it is reported as such
     (never passed as clean). No recursion: a tree of any depth is searched."""
+    from autograder.sandbox.launcher import walk_plain  # the standard library only
+
     top = Path(folder)
     found: list[str] = []
-    stack, seen = [top], 0
-    while stack:
-        current = stack.pop()
-        try:
-            entries = list(os.scandir(current))
-        except OSError as err:
-            found.append(f"{current.relative_to(top)} (unreadable: {err.strerror or err})")
-            continue
-        for entry in entries:
-            seen += 1
-            if seen > limit:
-                return found + [f"more than {limit} entries (not searched to the end)"]
-            try:
-                mode = entry.stat(follow_symlinks=False).st_mode
-            except OSError:
-                continue
-            if stat.S_ISDIR(mode):
-                stack.append(Path(entry.path))
-            else:
-                what = _special(mode)
-                if what:
-                    found.append(f"{Path(entry.path).relative_to(top)} ({what})")
+
+    def unreadable(path, err):
+        found.append(f"{Path(path).relative_to(top)} (unreadable: {err.strerror or err})")
+
+    for seen, (entry, st) in enumerate(walk_plain(top, on_error=unreadable), start=1):
+        if seen > limit:
+            return found + [f"more than {limit} entries (not searched to the end)"]
+        what = _special(st.st_mode)
+        if what:
+            found.append(f"{Path(entry.path).relative_to(top)} ({what})")
     return found
 
 

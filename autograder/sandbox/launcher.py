@@ -169,6 +169,7 @@ __all__ = [
     "strip_links",
     "copy_plain",
     "remove_tree",
+    "walk_plain",
     "sandboxed_execute",
     "SandboxedKernelManager",
     "SandboxedExecute",
@@ -1060,6 +1061,30 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
+def walk_plain(top: str | os.PathLike, device: int | None = None, on_error=None):
+    """Every entry under the directory ``top`` as ``(entry, lstat)``, a folder before what it holds.
+    No link is followed and nothing recurses (a tree thousands of levels deep is walked like any
+    other); folders on another device than ``device`` (when given) are listed but not entered.
+    ``on_error(path, error)`` hears of a folder that cannot be listed."""
+    stack = [os.fspath(top)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            if on_error is not None:
+                on_error(folder, e)
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and (device is None or st.st_dev == device):
+                stack.append(entry.path)
+            yield entry, st
+
+
 def strip_links(path: str | os.PathLike) -> list[str]:
     """Remove from the directory ``path`` (a kernel's working directory, once the kernel has
     ended) what the grader must never open, follow or change: symbolic links, FIFOs, sockets,
@@ -1080,30 +1105,15 @@ def strip_links(path: str | os.PathLike) -> list[str]:
         return removed
     if not stat.S_ISDIR(top_st.st_mode) or len(Path(top).parts) < 3 or _is_system_dir(top):
         return removed
-    stack = [top]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
+    for entry, s in walk_plain(top, device=top_st.st_dev):
+        if stat.S_ISDIR(s.st_mode) or (stat.S_ISREG(s.st_mode) and s.st_nlink == 1):
             continue
-        for entry in entries:
-            try:
-                s = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(s.st_mode):
-                if s.st_dev == top_st.st_dev:
-                    stack.append(entry.path)
-                continue
-            if stat.S_ISREG(s.st_mode) and s.st_nlink == 1:
-                continue
-            what = "hard-linked file" if stat.S_ISREG(s.st_mode) else _kind(s.st_mode)
-            try:
-                os.unlink(entry.path)  # unlink never follows: a link is removed, not its target
-            except OSError as e:
-                what += f", not removed: {e.strerror or e}"
-            removed.append(f"{os.path.relpath(entry.path, top)} ({what})")
+        what = "hard-linked file" if stat.S_ISREG(s.st_mode) else _kind(s.st_mode)
+        try:
+            os.unlink(entry.path)  # unlink never follows: a link is removed, not its target
+        except OSError as e:
+            what += f", not removed: {e.strerror or e}"
+        removed.append(f"{os.path.relpath(entry.path, top)} ({what})")
     return removed
 
 
@@ -1114,33 +1124,24 @@ def copy_plain(source: str | os.PathLike, target: str | os.PathLike) -> list[str
     source, target = os.path.realpath(source), os.fspath(target)
     left_out: list[str] = []
     os.makedirs(target, mode=0o755, exist_ok=True)
-    stack = [("", )]
-    while stack:
-        (rel,) = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(source, rel)))
-        except OSError as e:
-            left_out.append(f"{rel or '.'} (unreadable: {e.strerror or e})")
-            continue
-        for entry in entries:
-            name = os.path.join(rel, entry.name)
+
+    def unreadable(path, e):
+        left_out.append(f"{os.path.relpath(path, source)} (unreadable: {e.strerror or e})")
+
+    for entry, st in walk_plain(source, on_error=unreadable):
+        name = os.path.relpath(entry.path, source)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(os.path.join(target, name), 0o755)  # a folder comes before what it holds
+        elif stat.S_ISREG(st.st_mode):
             try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError as e:
+                unreadable(entry.path, e)
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                os.mkdir(os.path.join(target, name), 0o755)
-                stack.append((name,))
-            elif stat.S_ISREG(st.st_mode):
-                try:
-                    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-                except OSError as e:
-                    left_out.append(f"{name} (unreadable: {e.strerror or e})")
-                    continue
-                with os.fdopen(fd, "rb") as src, open(os.path.join(target, name), "xb") as dst:
-                    shutil.copyfileobj(src, dst)
-            else:
-                left_out.append(f"{name} ({_kind(st.st_mode)})")
+            with os.fdopen(fd, "rb") as src, open(os.path.join(target, name), "xb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            left_out.append(f"{name} ({_kind(st.st_mode)})")
     return left_out
 
 
@@ -1155,23 +1156,16 @@ def remove_tree(path: str | os.PathLike) -> None:
         return
     except (OSError, RecursionError):
         pass
-    order, stack = [], [top]
-    while stack:
-        folder = stack.pop()
-        order.append(folder)
+    folders = [top]
+    for entry, st in walk_plain(top):
         try:
-            entries = list(os.scandir(folder))
+            if stat.S_ISDIR(st.st_mode):
+                folders.append(entry.path)
+            else:
+                os.unlink(entry.path)
         except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                else:
-                    os.unlink(entry.path)
-            except OSError:
-                pass
-    for folder in reversed(order):
+            pass
+    for folder in reversed(folders):  # what a folder holds came after it
         try:
             os.rmdir(folder)
         except OSError:
