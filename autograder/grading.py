@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -503,15 +502,12 @@ def fill_solutions(release_nb: nbformat.NotebookNode, source_nb: nbformat.Notebo
     return nb
 
 
-_SPECIAL = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-            (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
-
-
 def _special(mode: int) -> str | None:
-    """What a file of this mode is when it is neither a regular file nor a directory."""
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    return next((what for test, what in _SPECIAL if test(mode)), "a special file")
+    """What a file of this mode is ("a symbolic link", ...) when it is neither a regular file nor a directory."""
+    from autograder.sandbox.launcher import special_kind  # the standard library only
+
+    kind = special_kind(mode)
+    return f"a {kind}" if kind else None
 
 
 def special_files(folder: str | os.PathLike, limit: int = 10000) -> list[str]:

@@ -368,7 +368,8 @@ async def main():
         texts = []
         hook = lambda m: texts.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None
         reply = await kc.execute_interactive("import os\nprint(os.getuid(), os.getcwd())\n"
-                                             "open('cell.txt', 'w').write('ran')", timeout=60, output_hook=hook)
+                                             "open('cell.txt', 'w').write('ran')\nos.symlink('/etc/hostname', 'link.txt')",
+                                             timeout=60, output_hook=hook)
         out["cell"] = [reply["content"]["status"], "".join(texts)]
         msg_id = kc.execute("import time\ntime.sleep(60)")
         await asyncio.sleep(1.0)
@@ -433,6 +434,7 @@ def test_jupyter_kernel_runs_interrupts_and_shuts_down(runner, bwrap_path):
             assert list(workdir.iterdir()) == []
         else:
             assert cwd == str(workdir) and (workdir / "cell.txt").read_text() == "ran"
+            assert not (workdir / "link.txt").is_symlink()  # removed once the kernel ended (strip_links)
             assert (workdir / "cell.txt").stat().st_uid == os.getuid() and workdir.stat().st_uid == os.getuid()  # given back
         status, ename, seconds = out["interrupt"]
         assert (status, ename) == ("error", "KeyboardInterrupt") and seconds < 5, out["interrupt"]

@@ -170,6 +170,7 @@ __all__ = [
     "copy_plain",
     "remove_tree",
     "walk_plain",
+    "special_kind",
     "sandboxed_execute",
     "SandboxedKernelManager",
     "SandboxedExecute",
@@ -1053,7 +1054,11 @@ def hand_back(path: str | os.PathLike, uid: int, gid: int, sandbox_uid: int) -> 
     return changed
 
 
-def _kind(mode: int) -> str:
+def special_kind(mode: int) -> str | None:
+    """What a file of this ``st_mode`` is ("symbolic link", "FIFO", ...), None for a regular file
+    or a directory."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
     for test, name in ((stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
                        (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
         if test(mode):
@@ -1108,7 +1113,7 @@ def strip_links(path: str | os.PathLike) -> list[str]:
     for entry, s in walk_plain(top, device=top_st.st_dev):
         if stat.S_ISDIR(s.st_mode) or (stat.S_ISREG(s.st_mode) and s.st_nlink == 1):
             continue
-        what = "hard-linked file" if stat.S_ISREG(s.st_mode) else _kind(s.st_mode)
+        what = "hard-linked file" if stat.S_ISREG(s.st_mode) else special_kind(s.st_mode)
         try:
             os.unlink(entry.path)  # unlink never follows: a link is removed, not its target
         except OSError as e:
@@ -1141,7 +1146,7 @@ def copy_plain(source: str | os.PathLike, target: str | os.PathLike) -> list[str
             with os.fdopen(fd, "rb") as src, open(os.path.join(target, name), "xb") as dst:
                 shutil.copyfileobj(src, dst)
         else:
-            left_out.append(f"{name} ({_kind(st.st_mode)})")
+            left_out.append(f"{name} ({special_kind(st.st_mode)})")
     return left_out
 
 
@@ -1647,12 +1652,11 @@ def _kernel_manager_class() -> type:
             return pw.pw_uid, pw.pw_gid
 
         async def _async_pre_start_kernel(self, **kw: Any):
-            policy = self.make_policy(kw.get("cwd") if not self.private_copy else None)
+            # with private_copy the kernel's writable directory is its copy, added below
+            policy = self.make_policy(None if self.private_copy else kw.get("cwd"))
             self._sandbox_policy = policy
             self._sandbox_cwd = os.path.realpath(kw["cwd"]) if kw.get("cwd") else None
             if policy.mode == "off":
-                if self.private_copy and kw.get("cwd"):
-                    policy.writable.append(Path(os.path.abspath(kw["cwd"])))  # as make_policy would have
                 return await super()._async_pre_start_kernel(**kw)
             if self._sandbox_owners is None:  # a restart keeps the owners seen first
                 self._remember_owners(policy)
@@ -1676,9 +1680,9 @@ def _kernel_manager_class() -> type:
                         self.log.warning("autograder.sandbox: not copied for the kernel (not regular files): %s",
                                          ", ".join(left_out[:20]))
                     if ids:
-                        for root, dirs, files in os.walk(work):
-                            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                                os.chown(name, *ids, follow_symlinks=False)
+                        os.chown(work, *ids)
+                        for entry, _ in walk_plain(work):
+                            os.chown(entry.path, *ids, follow_symlinks=False)
                 policy.writable.append(Path(work))
                 kw["cwd"] = work
             policy.home = Path(run) / "home"
