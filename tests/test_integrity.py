@@ -1,9 +1,9 @@
 """The autograder's integrity, measured with real nbgrader runs (autograder.integrity).
 
 - every lab: a sample of its plausible mistakes (tests/mutants/<lab>.py: the first mistake of the
-  last exercise, which builds on the earlier ones; the hostile batch below adds the first mistake of
-  Lab 1's first exercise) is autograded, each in a submission that is otherwise the solution: it must lose points in its exercise and leave every
-  other exercise's score as the solution's (``python -m autograder.integrity mutants`` autogrades
+  last exercise, which builds on the earlier ones; the hostile batch below adds the first mistake
+  of Lab 1's first exercise) is autograded, each in a submission that is otherwise the solution:
+  it must lose points in its exercise and leave every other exercise's score as the solution's (``python -m autograder.integrity mutants`` autogrades
   all of them; the in-process test of tests/test_grading.py runs all of them on every test run,
   and its blank-exercise test proves isolation for every exercise);
 - the first lab: hostile submissions are autograded in one batch with honest ones: the honest
@@ -95,6 +95,15 @@ def test_no_hostile_submission_gains_points(figures):
             gained.append((name, case["score"], case["bound"], case["note"]))
     assert not gained, gained
     assert len(_cases(figures)) >= 20
+
+
+def test_no_file_outside_the_submissions_changed(figures):
+    failures = figures["hostile"][FIRST]["failures"]
+    # the canary beside the gradebook and the gradebook's mode: kept by the kernel's private copy of its directory
+    assert not [f for f in failures if "changed)" in f], failures
+    protections = figures["protections"]
+    if protections.get("drop_privileges") and protections.get("mount_namespace"):  # the ATTACK files: by the sandbox
+        assert not [f for f in failures if "a hostile submission wrote" in f], failures
 
 
 def test_crashes_and_limits_keep_the_work_completed_before_them(figures):
