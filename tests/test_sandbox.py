@@ -484,8 +484,12 @@ def test_strip_links_removes_what_the_grader_must_not_follow(tmp_path):
         level.rmdir()
 
 
-def test_kernel_manager_interrupt_and_shutdown(tmp_path, probed):
-    """An interrupted busy cell raises KeyboardInterrupt; shutdown kills every process of the kernel."""
+@pytest.mark.parametrize("preload", [True, False], ids=["forked", "executed"])
+def test_kernel_manager_interrupt_and_shutdown(tmp_path, probed, preload, monkeypatch):
+    """An interrupted busy cell raises KeyboardInterrupt; shutdown kills every process of the kernel,
+    whether the kernel was forked from the preloaded zygote or executed."""
+    monkeypatch.setenv("AUTOGRADER_SANDBOX_PRELOAD", "1" if preload else "0")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # else numpy's BLAS threads keep the zygote from forking
     token = uuid.uuid4().hex
 
     async def scenario():
@@ -497,6 +501,7 @@ def test_kernel_manager_interrupt_and_shutdown(tmp_path, probed):
             await kc.wait_for_ready(timeout=60)
             report = km.active_protections()
             assert report["protections"]["mount_namespace"] == probed["mount_namespace"]
+            assert report["forked"] == preload
             assert km.transport == ("ipc" if probed["network_namespace"] else km.transport)
             msg_id = kc.execute("import time\nwhile True:\n    time.sleep(0.01)\n")
             await asyncio.sleep(1.0)
@@ -547,3 +552,181 @@ def test_every_top_level_directory_but_the_system_ones_is_hidden():
         if os.path.isdir(path) and not os.path.islink(path) and path != "/tmp" and not sandbox._is_system_dir(path):
             assert path in hidden, path
     assert not hidden & {"/usr", "/etc", "/lib", "/proc", "/tmp"}
+
+
+# ----------------------------------------------------------------------------
+# Kernels forked from the preloaded zygote (autograder.sandbox.zygote)
+# ----------------------------------------------------------------------------
+
+FACTS = r"""
+import json, os, random, signal, sys
+preloaded = "torch" in sys.modules
+fds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        kind = os.readlink(f"/proc/self/fd/{fd}").split(":")[0]
+    except OSError:
+        continue
+    fds[kind] = fds.get(kind, 0) + 1
+import numpy, torch, matplotlib
+facts = {"preloaded": preloaded, "uid": os.getuid(), "cwd": os.path.basename(os.getcwd()), "argv": sys.argv[1:2],
+         "sys.path": sys.path, "home": os.environ["HOME"], "user": os.environ.get("USER"),
+         "jpy_parent": os.environ.get("JPY_PARENT_PID"), "ppid": os.getppid(), "pid": os.getpid(),
+         "sigint": repr(signal.getsignal(signal.SIGINT)), "sigpipe": repr(signal.getsignal(signal.SIGPIPE)),
+         "fd_kinds": sorted(fds), "torch_threads": torch.get_num_threads(), "backend": matplotlib.get_backend(),
+         "torch_seed": torch.initial_seed(), "random": random.random(), "numpy": float(numpy.random.rand()),
+         "affinity": sorted(os.sched_getaffinity(0)), "session_user": get_ipython().kernel.session.username,
+         "modules_missing": [m for m in ("ipykernel.kernelapp", "IPython") if m not in sys.modules]}
+print(json.dumps(facts))
+"""
+
+
+def _kernel_facts(cwd, monkeypatch, preload: bool) -> tuple[dict, dict]:
+    """What FACTS prints in a sandboxed kernel, and the launcher's report."""
+    monkeypatch.setenv("AUTOGRADER_SANDBOX_PRELOAD", "1" if preload else "0")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+    async def scenario():
+        km = sandbox.SandboxedKernelManager(kernel_name="python3")
+        await km.start_kernel(cwd=str(cwd))
+        kc = km.client()
+        kc.start_channels()
+        out = []
+        try:
+            await kc.wait_for_ready(timeout=120)
+            reply = await kc.execute_interactive(FACTS, timeout=60, output_hook=out.append)
+            assert reply["content"]["status"] == "ok", reply["content"]
+            report = km.active_protections()
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+        text = "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
+        return json.loads(text.strip().splitlines()[-1]), report
+
+    return asyncio.run(scenario())
+
+
+def test_preloaded_kernel_looks_like_an_executed_one(tmp_path, probed, monkeypatch):
+    """A kernel forked from the zygote finds torch already imported, and otherwise what a kernel the
+    launcher executes finds: the same user, sandbox, environment, signal dispositions, descriptors,
+    thread count, plotting backend; and fresh random generators (two forked kernels differ)."""
+    executed, report_executed = _kernel_facts(tmp_path, monkeypatch, preload=False)
+    forked, report_forked = _kernel_facts(tmp_path, monkeypatch, preload=True)
+    forked2, _ = _kernel_facts(tmp_path, monkeypatch, preload=True)
+    assert not executed["preloaded"] and forked["preloaded"] and forked2["preloaded"]
+    assert report_forked.pop("forked") and not report_executed.pop("forked")
+    assert report_forked["protections"] == report_executed["protections"]
+    assert report_forked["limits"] == report_executed["limits"]
+    same = ("uid", "cwd", "argv", "user", "jpy_parent", "sigint", "sigpipe", "torch_threads", "backend",
+            "affinity", "session_user", "modules_missing")
+    assert {k: forked[k] for k in same} == {k: executed[k] for k in same}
+    assert forked["torch_threads"] == 1 and forked["backend"] == "module://matplotlib_inline.backend_inline"
+    # the sandbox's HOME, and no path of the zygote's: the same import path
+    assert forked["sys.path"] == executed["sys.path"]
+    assert os.path.basename(forked["home"]) == os.path.basename(executed["home"])
+    # the same kinds of descriptors (the counts of sockets and pipes vary with ZeroMQ's threads)
+    assert forked["fd_kinds"] == executed["fd_kinds"]
+    if probed["pid_namespace"]:
+        assert forked["pid"] == executed["pid"] == 2 and forked["ppid"] == executed["ppid"] == 1
+    # fresh entropy in every kernel, as in a new interpreter
+    for key in ("torch_seed", "random", "numpy"):
+        assert forked[key] != forked2[key] and forked[key] != executed[key], key
+
+
+def test_preload_falls_back_to_executing_the_kernel(tmp_path, probed, monkeypatch, capfd):
+    """Where the zygote's socket directory is not private to the grader, the kernel is executed as
+    before (and says so on stderr): slower, not weaker."""
+    from autograder.sandbox import zygote
+
+    shared = tmp_path / "tmp"
+    (shared / f"autograder-zygote-{os.geteuid()}").mkdir(parents=True)
+    (shared / f"autograder-zygote-{os.geteuid()}").chmod(0o777)  # anybody could plant a socket here
+    monkeypatch.setenv("TMPDIR", str(shared))
+    work = tmp_path / "work"
+    work.mkdir()
+    facts, report = _kernel_facts(work, monkeypatch, preload=True)
+    assert not facts["preloaded"]
+    assert "is not a private directory" in capfd.readouterr().err
+    assert report["protections"] == {name: bool(probed.get(name)) for name in report["protections"]}
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    with pytest.raises(PermissionError, match="not a private directory"):
+        zygote.socket_dir()
+
+
+def test_zygote_refuses_when_its_imports_start_threads(tmp_path, probed, monkeypatch, capfd):
+    """fork() copies only the calling thread: a zygote whose imports started a thread pool (numpy's
+    BLAS, asked for 2 threads here) forks nothing, and each kernel is executed instead."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: the BLAS library starts no thread")
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    facts, _ = _kernel_facts(tmp_path, monkeypatch, preload=True)
+    assert not facts["preloaded"]
+    err = capfd.readouterr().err
+    assert "the zygote refused (its imports started" in err, err
+    log = next((private / f"autograder-zygote-{os.geteuid()}").glob("*.sock.log")).read_text()
+    assert "answers every request with a refusal" in log
+
+
+def test_zygote_exits_when_idle_and_kernels_survive_it(tmp_path, probed, monkeypatch):
+    """The zygote leaves when idle (AUTOGRADER_SANDBOX_PRELOAD_IDLE), removing its socket; a kernel it
+    forked does not depend on it: ``stop`` ends the zygote, and the running kernel still answers."""
+    from autograder.sandbox import zygote
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setenv("AUTOGRADER_SANDBOX_PRELOAD", "1")
+    monkeypatch.setenv("AUTOGRADER_SANDBOX_PRELOAD_IDLE", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    directory = private / f"autograder-zygote-{os.geteuid()}"
+
+    work = tmp_path / "work"
+    work.mkdir()
+    saved = tempfile.tempdir
+
+    def zygote_pids():
+        tempfile.tempdir = str(private)  # where zygote.running() looks
+        try:
+            return zygote.running()
+        finally:
+            tempfile.tempdir = saved
+
+    async def scenario():
+        km = sandbox.SandboxedKernelManager(kernel_name="python3")
+        await km.start_kernel(cwd=str(work))
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=120)
+            pids = zygote_pids()
+            assert len(pids) == 1 and len(list(directory.glob("*.sock"))) == 1
+            for pid in pids:
+                os.kill(pid, signal.SIGTERM)  # what `zygote.py stop` does
+            reply = await kc.execute_interactive("import sys; print('torch' in sys.modules)", timeout=30)
+            assert reply["content"]["status"] == "ok"
+            assert await km.is_alive()
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+        # a second kernel starts a new zygote (the old socket is refused), which leaves when idle
+        km = sandbox.SandboxedKernelManager(kernel_name="python3")
+        await km.start_kernel(cwd=str(work))
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=120)
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+
+    asyncio.run(scenario())
+    assert len(zygote_pids()) == 1
+    deadline = time.monotonic() + 20
+    while zygote_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not zygote_pids(), "the zygote did not exit when idle"
+    assert not list(directory.glob("*.sock"))
+    assert "idle for 2 s" in next(directory.glob("*.sock.log")).read_text()

@@ -6,6 +6,8 @@ itself before it executes the kernel. See its docstring for what is enforced and
 ``python -m autograder.sandbox probe`` prints what this machine allows. The same policy can
 be enforced with bubblewrap instead, without root: :mod:`autograder.sandbox.bwrap`
 (``AUTOGRADER_SANDBOX_BACKEND=bwrap``; ``auto`` picks it where the launcher lacks root).
+With the native launcher, kernels are forked from a preloaded process instead of executed:
+:mod:`autograder.sandbox.zygote`.
 """
 from autograder.sandbox.launcher import (
     BACKENDS,
