@@ -237,6 +237,14 @@ def client(policy_json: str, report: str | None, cmd: list[str]) -> NoReturn:
     umask = os.umask(0o022)
     os.umask(umask)
     cwd = os.getcwd() if _L._cwd_exists() else "/"
+    def forward(signum, frame):  # from now on: a signal for the kernel goes to the messenger
+        try:
+            s.sendall(f"signal {signum}\n".encode())
+        except OSError:
+            pass
+
+    for sig in _SIGNALS:
+        signal.signal(sig, forward)
     buf = b""
     try:
         _send_request(s, {"policy": policy.to_dict(), "report": report, "cmd": cmd, "environ": dict(os.environ),
@@ -258,15 +266,6 @@ def client(policy_json: str, report: str | None, cmd: list[str]) -> NoReturn:
         _log(f"the zygote refused ({why}): the kernel is started without it")
         args = [sys.executable, "-I", _L.SCRIPT, "exec", "--policy", policy_json]
         os.execv(sys.executable, args + (["--report", report] if report else []) + ["--", *cmd])
-
-    def forward(signum, frame):
-        try:
-            s.sendall(f"signal {signum}\n".encode())
-        except OSError:
-            pass
-
-    for sig in _SIGNALS:
-        signal.signal(sig, forward)
     while True:
         try:
             chunk = s.recv(4096)
@@ -379,7 +378,8 @@ def serve(path: str, idle: float) -> NoReturn:
             os._exit(0)
 
 
-def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int], bytes]:
+    """The request, the descriptors sent with it, and what the client sent after it (signals)."""
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
     if len(data) < _HEADER.size:
         raise ValueError("short request")
@@ -392,7 +392,7 @@ def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         if not chunk:
             raise ValueError("truncated request")
         body += chunk
-    return json.loads(body), list(fds)
+    return json.loads(body[:size]), list(fds), body[size:]
 
 
 def _messenger(conn: socket.socket) -> NoReturn:
@@ -403,7 +403,7 @@ def _messenger(conn: socket.socket) -> NoReturn:
         os.setsid()
         for sig in (*_SIGNALS, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        request, fds = _read_request(conn)
+        request, fds, buf = _read_request(conn)
         if len(fds) != 3:
             raise ValueError(f"{len(fds)} descriptors sent, 3 expected")
         for i, fd in enumerate(fds):
@@ -420,8 +420,15 @@ def _messenger(conn: socket.socket) -> NoReturn:
             pass
         conn.sendall(f"started {child}\n".encode())
         pidfd = os.pidfd_open(child)
-        buf = b""
         while True:
+            while b"\n" in buf:  # a signal the client got: to the kernel's process group
+                line, buf = buf.split(b"\n", 1)
+                word, _, value = line.decode().partition(" ")
+                if word == "signal" and value.isdigit() and int(value) in {int(s) for s in _SIGNALS}:
+                    try:
+                        os.killpg(child, int(value))
+                    except OSError:
+                        pass
             ready, _, _ = select.select([conn, pidfd], [], [])
             if pidfd in ready:
                 _, status = os.waitpid(child, 0)
@@ -437,14 +444,6 @@ def _messenger(conn: socket.socket) -> NoReturn:
                 os.waitpid(child, 0)
                 break
             buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                word, _, value = line.decode().partition(" ")
-                if word == "signal" and int(value) in {int(s) for s in _SIGNALS}:
-                    try:
-                        os.killpg(child, int(value))
-                    except OSError:
-                        pass
     except BaseException as e:  # noqa: BLE001
         _log(f"messenger: {type(e).__name__}: {e}")
     os._exit(code)
