@@ -71,6 +71,13 @@ def test_gmlib_depends_on_the_numerical_stack_only():
     grader = {"autograder", "labrefs", "nbgrader", "nbformat", "nbclient", "traitlets", "jupyter_client",
               "dask", "distributed", "sqlalchemy", "IPython", "ipykernel"}
     assert not loaded & grader, sorted(loaded & grader)
+    # and nothing beyond torch, numpy, scipy, matplotlib and what they load (pyproject's dependencies)
+    import sys
+
+    stack = _imports_after("import torch, numpy, scipy, scipy.special, scipy.stats, scipy.linalg, matplotlib, "
+                           "matplotlib.pyplot")
+    extra = loaded - stack - set(sys.stdlib_module_names) - {"gmlib"}
+    assert not extra, f"gmlib imports {sorted(extra)}: not in its declared dependencies"
     for path in (ROOT / "gmlib").rglob("*.py"):
         text = path.read_text()
         assert "REPO_ROOT" not in text and "tests/mutants" not in text, f"{path} knows the checkout's layout"

@@ -569,6 +569,8 @@ for fd in os.listdir("/proc/self/fd"):
         continue
     fds[kind] = fds.get(kind, 0) + 1
 import numpy, torch, matplotlib
+from matplotlib import font_manager, pyplot
+rc = sorted((k, repr(v)) for k, v in matplotlib.rcParams.items() if k != "backend")
 facts = {"preloaded": preloaded, "uid": os.getuid(), "cwd": os.path.basename(os.getcwd()), "argv": sys.argv[1:2],
          "sys.path": sys.path, "home": os.environ["HOME"], "user": os.environ.get("USER"),
          "jpy_parent": os.environ.get("JPY_PARENT_PID"), "ppid": os.getppid(), "pid": os.getpid(),
@@ -576,7 +578,12 @@ facts = {"preloaded": preloaded, "uid": os.getuid(), "cwd": os.path.basename(os.
          "fd_kinds": sorted(fds), "torch_threads": torch.get_num_threads(), "backend": matplotlib.get_backend(),
          "torch_seed": torch.initial_seed(), "random": random.random(), "numpy": float(numpy.random.rand()),
          "affinity": sorted(os.sched_getaffinity(0)), "session_user": get_ipython().kernel.session.username,
-         "modules_missing": [m for m in ("ipykernel.kernelapp", "IPython") if m not in sys.modules]}
+         "modules_missing": [m for m in ("ipykernel.kernelapp", "IPython") if m not in sys.modules],
+         "mpl_dirs": [matplotlib.get_configdir(), matplotlib.get_cachedir(), os.environ.get("MPLCONFIGDIR")],
+         "rc": __import__("hashlib").sha256(repr(rc).encode()).hexdigest(), "fonts": len(font_manager.fontManager.ttflist),
+         "mpl_backend_env": os.environ.get("MPLBACKEND")}
+pyplot.plot([0, 1], [1, 0])
+pyplot.show()
 print(json.dumps(facts))
 """
 
@@ -601,7 +608,9 @@ def _kernel_facts(cwd, monkeypatch, preload: bool) -> tuple[dict, dict]:
             kc.stop_channels()
             await km.shutdown_kernel()
         text = "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
-        return json.loads(text.strip().splitlines()[-1]), report
+        facts = json.loads(text.strip().splitlines()[-1])
+        facts["figure_outputs"] = sorted(k for m in out if m["msg_type"] == "display_data" for k in m["content"]["data"])
+        return facts, report
 
     return asyncio.run(scenario())
 
@@ -618,12 +627,15 @@ def test_preloaded_kernel_looks_like_an_executed_one(tmp_path, probed, monkeypat
     assert report_forked["protections"] == report_executed["protections"]
     assert report_forked["limits"] == report_executed["limits"]
     same = ("uid", "cwd", "argv", "user", "jpy_parent", "sigint", "sigpipe", "torch_threads", "backend",
-            "affinity", "session_user", "modules_missing")
+            "affinity", "session_user", "modules_missing", "rc", "fonts", "mpl_backend_env", "figure_outputs")
     assert {k: forked[k] for k in same} == {k: executed[k] for k in same}
     assert forked["torch_threads"] == 1  # OMP_NUM_THREADS
     # the sandbox's HOME, and no path of the zygote's: the same import path
     assert forked["sys.path"] == executed["sys.path"]
     assert os.path.basename(forked["home"]) == os.path.basename(executed["home"])
+    # matplotlib, imported by the zygote: this kernel's configuration and cache directories (its HOME's)
+    assert [os.path.relpath(p, forked["home"]) for p in forked["mpl_dirs"]] == \
+        [os.path.relpath(p, executed["home"]) for p in executed["mpl_dirs"]] == [".config/matplotlib"] * 3
     # the same kinds of descriptors (the counts of sockets and pipes vary with ZeroMQ's threads)
     assert forked["fd_kinds"] == executed["fd_kinds"]
     if probed["pid_namespace"]:

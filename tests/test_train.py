@@ -153,3 +153,28 @@ def test_augment_sees_every_training_batch_and_never_validation():
     assert hist.train_loss[-1] < 1.5 and hist.val_loss[-1] > 8
     with pytest.raises(ValueError, match="augment must be callable"):
         train(GaussianMean(2), x, epochs=1, progress=False, augment=3)
+
+
+def test_progress_bar_counts_draws_on_stdout_and_ends_its_line(capsys):
+    from gmlib._progress import ProgressBar, progress_bar
+
+    bar = progress_bar(10, "EM", True)
+    seen = []
+    for i in bar:
+        seen.append(i)
+        bar.set_postfix({"loglik": f"{-1.5 * i:.2f}"}, refresh=False)
+        if i == 6:  # a loop that stops early (converged): the bar says how far it went
+            break
+    bar.close()
+    bar.close()  # idempotent, as the loops call it after a break and the generator's end calls it again
+    out = capsys.readouterr().out
+    assert seen == list(range(7))
+    last = out.split("\r")[-1]
+    assert last.endswith("\n") and out.count("\n") == 1
+    assert last.startswith("EM:  60%|") and "| 6/10 [" in last and "loglik=-9.00" in last
+    assert len(last.rstrip("\n")) <= 88
+    # a finished loop shows 100%; a disabled bar writes nothing
+    assert list(ProgressBar(3, "x", True)) == [0, 1, 2]
+    assert " 3/3 " in capsys.readouterr().out.split("\r")[-1].replace("|", " ")
+    assert list(progress_bar(4, "quiet", False)) == [0, 1, 2, 3]
+    assert capsys.readouterr().out == ""

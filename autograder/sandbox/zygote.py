@@ -86,18 +86,20 @@ _PREFIX = "autograder.sandbox.zygote"
 
 #: imported by the zygote before it serves (a module that fails to import is skipped, and named in its log)
 #: ``ipykernel.kernelapp`` itself is left out: its class reads ``JPY_PARENT_PID`` when it is imported
-PRELOAD = ("numpy", "torch", "torch._dynamo", "torch.optim", "IPython", "IPython.core.application",
+PRELOAD = ("numpy", "torch", "torch._dynamo", "torch.optim", "matplotlib", "matplotlib.pyplot", "IPython", "IPython.core.application",
            "IPython.core.profiledir", "IPython.core.shellapp", "zmq", "zmq.eventloop.zmqstream", "tornado.ioloop",
            "jupyter_client.connect", "jupyter_client.session", "jupyter_core.paths", "ipykernel.connect",
            "ipykernel.control", "ipykernel.heartbeat", "ipykernel.iostream", "ipykernel.ipkernel",
            "ipykernel.parentpoller", "ipykernel.shellchannel", "ipykernel.zmqshell")
 #: modules that read the environment when they are imported: a kernel imports them afresh
-_FRESH = ("ipykernel.kernelapp", "ipykernel_launcher", "matplotlib", "matplotlib_inline")
+_FRESH = ("ipykernel.kernelapp", "ipykernel_launcher")
 IDLE_SECONDS = 120.0
 START_TIMEOUT = 120.0  # a zygote importing torch on a loaded machine
 #: what the zygote's imports depend on: a kernel with other values gets another zygote
 _KEY_ENV = ("PYTHONPATH", "PYTHONHOME", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-            "GOTO_NUM_THREADS")
+            "GOTO_NUM_THREADS", "MATPLOTLIBRC")
+#: what ipykernel sets MPLBACKEND to when it is unset (ipykernel.kernelapp, before any cell runs)
+_INLINE = "module://matplotlib_inline.backend_inline"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _HEADER = struct.Struct("!I")
 _MAX_REQUEST = 16 << 20
@@ -304,6 +306,13 @@ def serve(path: str, idle: float) -> NoReturn:
     started = time.monotonic()
     if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(SCRIPT):
         del sys.path[0]  # this script's directory: the children put their working directory there
+    # matplotlib reads its configuration when it is imported: here from an empty private directory,
+    # as a kernel's (its sandbox HOME holds no matplotlibrc) and with no backend asked for; each
+    # kernel then gets its own directories and backend (_run_kernel)
+    mpl_dir = path + ".mpl"
+    os.makedirs(mpl_dir, mode=0o700, exist_ok=True)
+    os.environ["MPLCONFIGDIR"] = mpl_dir
+    os.environ.pop("MPLBACKEND", None)
     failed = []
     for name in PRELOAD:
         try:
@@ -331,7 +340,6 @@ def serve(path: str, idle: float) -> NoReturn:
     os.rename(tmp, path)  # clients never see a socket that is not listening yet
     with open(path + ".pid", "w") as f:
         f.write(f"{os.getpid()}\n")
-    inode = os.stat(path).st_ino
     last = time.monotonic()
     served = 0
     while True:
@@ -368,14 +376,26 @@ def serve(path: str, idle: float) -> NoReturn:
                 continue  # a client is connecting
             if select.select([listener], [], [], 0)[0]:
                 continue  # one connected just before
-            try:
-                if os.stat(path).st_ino == inode:
-                    os.unlink(path)
-                    os.unlink(path + ".pid")
-            except FileNotFoundError:
-                pass
+            _remove(path)
             _log(f"idle for {idle:.0f} s after {served} kernel(s): exiting")
             os._exit(0)
+
+
+def _remove(path: str) -> None:
+    """Remove this zygote's socket and what lies beside it (not its log, nor its lock), unless the
+    ``.pid`` file names another process (a zygote started since)."""
+    try:
+        with open(path + ".pid") as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+    except FileNotFoundError:
+        pass
+    for name in (path, path + ".pid"):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+    shutil.rmtree(path + ".mpl", ignore_errors=True)
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int], bytes]:
@@ -501,6 +521,16 @@ def _run_kernel(launch: Any) -> None:
     for name in list(sys.modules):
         if name.split(".", 1)[0] in _FRESH or name in _FRESH:
             del sys.modules[name]
+    mpl = sys.modules.get("matplotlib")
+    if mpl is not None:  # what `import matplotlib` reads from the environment, read again for this kernel
+        for name, fmt in (("get_configdir", "CONFIGDIR=%s"), ("get_cachedir", "CACHEDIR=%s")):
+            setattr(mpl, name, mpl._logged_cached(fmt)(getattr(mpl, name).__wrapped__))
+        tex = sys.modules.get("matplotlib.texmanager")
+        if tex is not None:
+            tex.TexManager._cache_dir = os.path.join(mpl.get_cachedir(), "tex.cache")
+        if not os.environ.get("MPLBACKEND"):  # ipykernel sets it so before the first cell
+            os.environ["MPLBACKEND"] = _INLINE
+        mpl.rcParams["backend"] = os.environ["MPLBACKEND"]
     session = sys.modules.get("jupyter_client.session")
     if session is not None:  # its username is the USER seen at import (the zygote's)
         _set_trait_default(session.Session, "username", os.environ.get("USER", "username"))
@@ -601,7 +631,12 @@ def main(argv: list[str] | None = None) -> int:
             _L._die("no command given")
         client(args.policy, args.report, cmd)
     if args.command == "serve":
-        signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+        def leave(signum, frame):
+            _remove(args.socket)
+            _log(f"stopped (signal {signum})")
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, leave)
         serve(args.socket, args.idle)
     if args.command == "stop":
         print(f"asked {stop_all()} zygote(s) to exit")
