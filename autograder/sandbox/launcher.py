@@ -1222,11 +1222,14 @@ def _make_home(launch: _Launch) -> None:
 
 
 def _read_matplotlib_cache(policy: SandboxPolicy) -> dict[str, bytes]:
+    return {} if policy.matplotlib_cache is None else _font_lists(policy.matplotlib_cache)
+
+
+def _font_lists(directory: str | os.PathLike) -> dict[str, bytes]:
+    """matplotlib's font lists (``fontlist-*.json``) in ``directory``, by name."""
     files: dict[str, bytes] = {}
-    if policy.matplotlib_cache is None:
-        return files
     try:
-        for entry in os.scandir(policy.matplotlib_cache):
+        for entry in os.scandir(directory):
             if entry.name.startswith("fontlist") and entry.name.endswith(".json") and entry.is_file():
                 if entry.stat().st_size < 8 * MiB:
                     with open(entry.path, "rb") as f:

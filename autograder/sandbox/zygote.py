@@ -311,6 +311,12 @@ def serve(path: str, idle: float) -> NoReturn:
     # kernel then gets its own directories and backend (_run_kernel)
     mpl_dir = path + ".mpl"
     os.makedirs(mpl_dir, mode=0o700, exist_ok=True)
+    # with the font list the launcher copies into each kernel's (else matplotlib rebuilds it: a second)
+    source = _L._matplotlib_cache()
+    if source is not None:
+        for name, data in _L._font_lists(source).items():
+            with open(os.path.join(mpl_dir, name), "wb") as f:
+                f.write(data)
     os.environ["MPLCONFIGDIR"] = mpl_dir
     os.environ.pop("MPLBACKEND", None)
     failed = []
