@@ -484,8 +484,11 @@ def _launch(request: dict[str, Any]) -> NoReturn:
             os.environ["JPY_PARENT_PID"] = str(os.getppid())  # (the launcher sets 1 with a PID namespace)
         os.umask(int(request["umask"]))
         # what the kernel would have inherited from the client rather than from the zygote
-        os.sched_setaffinity(0, request["affinity"])
-        os.setpriority(os.PRIO_PROCESS, 0, int(request["nice"]))
+        try:
+            os.sched_setaffinity(0, request["affinity"])
+            os.setpriority(os.PRIO_PROCESS, 0, int(request["nice"]))
+        except OSError as e:  # a CPU gone since, a nice value only root may lower: not a reason to fail
+            _log(f"warning: the kernel keeps the zygote's CPU affinity or priority ({e})")
         try:
             os.chdir(request["cwd"])
         except OSError:
