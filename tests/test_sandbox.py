@@ -588,25 +588,32 @@ print(json.dumps(facts))
 """
 
 
+@contextlib.asynccontextmanager
+async def _sandboxed_kernel(cwd, timeout: float = 120):
+    """A started SandboxedKernelManager (policy from the environment) and its ready client."""
+    km = sandbox.SandboxedKernelManager(kernel_name="python3")
+    await km.start_kernel(cwd=str(cwd))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=timeout)
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel()
+
+
 def _kernel_facts(cwd, monkeypatch, preload: bool) -> tuple[dict, dict]:
     """What FACTS prints in a sandboxed kernel, and the launcher's report."""
     monkeypatch.setenv("AUTOGRADER_SANDBOX_PRELOAD", "1" if preload else "0")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
     async def scenario():
-        km = sandbox.SandboxedKernelManager(kernel_name="python3")
-        await km.start_kernel(cwd=str(cwd))
-        kc = km.client()
-        kc.start_channels()
         out = []
-        try:
-            await kc.wait_for_ready(timeout=120)
+        async with _sandboxed_kernel(cwd) as (km, kc):
             reply = await kc.execute_interactive(FACTS, timeout=60, output_hook=out.append)
             assert reply["content"]["status"] == "ok", reply["content"]
             report = km.active_protections()
-        finally:
-            kc.stop_channels()
-            await km.shutdown_kernel()
         text = "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
         facts = json.loads(text.strip().splitlines()[-1])
         facts["figure_outputs"] = sorted(k for m in out if m["msg_type"] == "display_data" for k in m["content"]["data"])
@@ -707,12 +714,7 @@ def test_zygote_exits_when_idle_and_kernels_survive_it(tmp_path, probed, monkeyp
             tempfile.tempdir = saved
 
     async def scenario():
-        km = sandbox.SandboxedKernelManager(kernel_name="python3")
-        await km.start_kernel(cwd=str(work))
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=120)
+        async with _sandboxed_kernel(work) as (km, kc):
             pids = zygote_pids()
             assert len(pids) == 1 and len(list(directory.glob("*.sock"))) == 1
             for pid in pids:
@@ -720,19 +722,9 @@ def test_zygote_exits_when_idle_and_kernels_survive_it(tmp_path, probed, monkeyp
             reply = await kc.execute_interactive("import sys; print('torch' in sys.modules)", timeout=30)
             assert reply["content"]["status"] == "ok"
             assert await km.is_alive()
-        finally:
-            kc.stop_channels()
-            await km.shutdown_kernel()
         # a second kernel starts a new zygote (the old socket is refused), which leaves when idle
-        km = sandbox.SandboxedKernelManager(kernel_name="python3")
-        await km.start_kernel(cwd=str(work))
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=120)
-        finally:
-            kc.stop_channels()
-            await km.shutdown_kernel()
+        async with _sandboxed_kernel(work):
+            pass
 
     asyncio.run(scenario())
     assert len(zygote_pids()) == 1
