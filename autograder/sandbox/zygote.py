@@ -63,6 +63,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -122,9 +123,7 @@ def socket_dir() -> str:
     except FileExistsError:
         pass
     st = os.lstat(path)
-    import stat as _stat
-
-    if not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise PermissionError(f"{path} is not a private directory of uid {os.geteuid()} (mode "
                               f"{st.st_mode & 0o7777:o}, owner {st.st_uid})")
     return path
@@ -225,6 +224,13 @@ def _send_request(s: socket.socket, request: dict[str, Any]) -> None:
               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))])
 
 
+def _exec_launcher(why: str, policy_json: str, report: str | None, cmd: list[str]) -> NoReturn:
+    """Say ``why``, then become the launcher that executes ``cmd`` (what runs without a zygote)."""
+    _log(why)
+    args = [sys.executable, "-I", _L.SCRIPT, "exec", "--policy", policy_json]
+    os.execv(sys.executable, args + (["--report", report] if report else []) + ["--", *cmd])
+
+
 def client(policy_json: str, report: str | None, cmd: list[str]) -> NoReturn:
     """Have the zygote start ``cmd`` under ``policy_json``; relay signals; exit as its launcher did."""
     policy = _L.SandboxPolicy.from_json(policy_json)
@@ -233,9 +239,7 @@ def client(policy_json: str, report: str | None, cmd: list[str]) -> NoReturn:
     python = _interpreter(cmd, env)
     s, why = (None, "the command is not python -m ipykernel_launcher") if python is None else connect_or_start(python, env)
     if s is None:
-        _log(f"{why}: the kernel is started without it")
-        args = [sys.executable, "-I", _L.SCRIPT, "exec", "--policy", policy_json]
-        os.execv(sys.executable, args + (["--report", report] if report else []) + ["--", *cmd])
+        _exec_launcher(f"{why}: the kernel is started without it", policy_json, report, cmd)
     umask = os.umask(0o022)
     os.umask(umask)
     cwd = os.getcwd() if _L._cwd_exists() else "/"
@@ -265,9 +269,7 @@ def client(policy_json: str, report: str | None, cmd: list[str]) -> NoReturn:
     first, _, buf = buf.partition(b"\n")
     if not first.startswith(b"started "):
         why = first.decode(errors="replace").partition(" ")[2] or "it closed the connection"
-        _log(f"the zygote refused ({why}): the kernel is started without it")
-        args = [sys.executable, "-I", _L.SCRIPT, "exec", "--policy", policy_json]
-        os.execv(sys.executable, args + (["--report", report] if report else []) + ["--", *cmd])
+        _exec_launcher(f"the zygote refused ({why}): the kernel is started without it", policy_json, report, cmd)
     while True:
         try:
             chunk = s.recv(4096)
