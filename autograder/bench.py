@@ -595,8 +595,8 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
     imports = import_costs(repo, repeats=1 if quick else 3)
     if imports:
         lines += ["", f"Imports every kernel pays, in a fresh interpreter on one core (median of {1 if quick else 3}), one after the "
-                  "other; a grading kernel forked from the preloaded zygote (autograder.sandbox.zygote) pays only matplotlib and "
-                  "the library packages of them (the zygote pays the rest once):"]
+                  "other; a grading kernel forked from the preloaded zygote (autograder.sandbox.zygote) pays only the library "
+                  "packages of them (the zygote pays the rest once):"]
         library = ", ".join(course_settings(repo)["library_packages"])
         lines += [f"  {label + (f' ({library})' if label == 'the library packages' and library else ''):<56} {seconds:5.2f} s"
                   for label, seconds in imports.items()]

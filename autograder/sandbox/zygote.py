@@ -1,8 +1,8 @@
 r"""Grading kernels forked from a process that has already imported torch and ipykernel.
 
 A fresh grading kernel spends about 3 s on one core importing what every lab needs before
-its first cell: Python and ipykernel (0.2 s), torch (1.3 s), ``torch._dynamo`` with sympy (the
-first optimizer, 1.2 s). On a Lab 1 submission of 5 s that is most of the cost. This module
+its first cell: Python and ipykernel (0.2 s), torch (1.3 s), matplotlib's pyplot (0.4 s),
+``torch._dynamo`` with sympy (the first optimizer, 1.2 s). On a Lab 1 submission of 5 s that is most of the cost. This module
 pays it once per machine and interpreter: a *zygote* process imports those modules, then waits
 on a unix socket; each kernel is a ``fork()`` of it, which finds them already in memory.
 
