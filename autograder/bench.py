@@ -16,11 +16,12 @@ and grades that same batch three ways, each in a fresh scratch course under ``--
 - **pipeline, sequential**: the course's own configuration, one ``nbgrader autograde``
   batch (:meth:`autograder.grading.Course.autograde_batch`);
 - both sequential configurations run on **one core**: the nbgrader process and its kernels
-  are pinned to one CPU (``sched_setaffinity``, inherited) with ``OMP_NUM_THREADS=1``
-  (``--no-pin`` leaves them unpinned, for a machine busy with other work);
+  are pinned to one CPU with ``OMP_NUM_THREADS=1`` (the pipeline claims a core as every batch
+  does, :mod:`autograder.cores`; stock nbgrader is pinned by a wrapper, inherited); ``--no-pin``
+  leaves every configuration unpinned, for a machine busy with other work;
 - **pipeline, 2 workers**: the same on :func:`autograder.parallel.grade_parallel` with
   two local Dask workers, into a throwaway PostgreSQL gradebook (Debian's server binaries,
-  ``/usr/lib/postgresql/*/bin``). Without them the run uses ``grade_parallel``'s explicit
+  ``/usr/lib/postgresql/*/bin``); each worker's batch claims a core of its own. Without them the run uses ``grade_parallel``'s explicit
   SQLite override and says so; ``--quick`` skips this configuration instead.
 
 It prints, per lab and configuration, the median and mean seconds per submission, the
@@ -60,6 +61,7 @@ import nbformat
 
 from autograder import grading, integrity
 from autograder.config import CONFIG_FILE, CourseNotFound, course_root, course_settings
+from autograder.cores import PIN_ENV
 from autograder.grading import Course, GradingError
 from autograder.pgcluster import postgres_missing, throwaway_postgres
 from autograder.preprocessors.execute import TIMINGS_ENV
@@ -161,6 +163,8 @@ def _scratch_course(root: Path, lab: str, repo: Path, batch, db_url: str | None 
     course.generate(lab)
     for student, nb in batch:
         course.submit_notebook(lab, student, nb)
+    if stock:
+        course.entry = "nbgrader"  # python -m nbgrader: stock nbgrader's own start-up
     return course
 
 
@@ -174,10 +178,15 @@ _ONE_CORE = (
 
 
 def _one_core(course: Course) -> None:
-    """Pin ``course``'s nbgrader runs (and their kernels) to one core, one thread."""
-    cpu = min(os.sched_getaffinity(0))
-    course.command_prefix = [sys.executable, "-c", _ONE_CORE, str(cpu)]
+    """Run ``course``'s nbgrader (and its kernels) on one core, one thread: the pipeline claims a
+    core as every batch does (autograder.cores); stock nbgrader, which does not, is pinned by a
+    wrapper to the first CPU."""
     course.env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if course.entry == grading.RUN_NBGRADER:
+        course.pin = True
+    else:
+        course.pin = False
+        course.command_prefix = [sys.executable, "-c", _ONE_CORE, str(min(os.sched_getaffinity(0)))]
 
 
 def _no_zygote() -> None:
@@ -194,15 +203,19 @@ def _sequential_batch(course: Course, lab: str, students: Sequence[str], timings
     _no_zygote()
     if one_core:
         _one_core(course)
+    else:
+        course.pin = False
     course.env[TIMINGS_ENV] = timings  # empty: no timing records
     since, start = time.time(), time.perf_counter()
     errors = course.autograde_batch(lab, students)
     wall = time.perf_counter() - start
     seconds = course.batch_seconds(lab, students, since)
-    return {"wall": wall, "seconds": seconds, "errors": errors, "order": list(seconds)}
+    pinned = one_core and (course.last_cpu is not None or course.entry != grading.RUN_NBGRADER)
+    return {"wall": wall, "seconds": seconds, "errors": errors, "order": list(seconds), "pinned": pinned}
 
 
-def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: str, allow_sqlite: bool) -> dict:
+def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: str, allow_sqlite: bool,
+                    one_core: bool = True) -> dict:
     import logging
 
     _no_zygote()
@@ -212,7 +225,10 @@ def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: 
 
     log: list[str] = []
     old = os.environ.get(TIMINGS_ENV)
+    old_pin = os.environ.get(PIN_ENV)
     os.environ[TIMINGS_ENV] = timings  # the Dask workers, and their nbgrader processes, inherit it
+    if not one_core:
+        os.environ[PIN_ENV] = "0"
     try:
         # the local cluster is started first and timed apart: a class's cluster is started once
         # for many batches; the wall time compared with the sequential batch's is the grading's
@@ -225,10 +241,11 @@ def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: 
                                       db_url=course.db_url, allow_sqlite=allow_sqlite, out=log.append)
             wall = time.perf_counter() - start
     finally:
-        if old is None:
-            os.environ.pop(TIMINGS_ENV, None)
-        else:
-            os.environ[TIMINGS_ENV] = old
+        for name, value in ((TIMINGS_ENV, old), (PIN_ENV, old_pin)):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     seconds = {}
     for line in log:
         m = _PARALLEL_LINE.match(line)
@@ -389,7 +406,7 @@ def _bench_lab(lab: str, n: int, repo: Path, root: Path, configs: Sequence[str],
             db_url = new_database(f"bench_{lab}") if new_database is not None else None
             course = _scratch_course(where, lab, repo, batch, db_url=db_url)
             timings = where / "timings.jsonl"
-            run = _parallel_batch(course, lab, students, str(timings), allow_sqlite)
+            run = _parallel_batch(course, lab, students, str(timings), allow_sqlite, one_core=one_core)
             run["records"] = _read_records(timings)
         scores = grading.read_scores(course.db_url)
         run["scores"] = {s: {g: list(v) for g, v in scores[(lab, s)].cells.items()}
@@ -400,7 +417,9 @@ def _bench_lab(lab: str, n: int, repo: Path, root: Path, configs: Sequence[str],
         run["scratch_course"] = str(course.root)
         out(f"{lab}: {CONFIGURATIONS[config]}: {run['graded']}/{len(students)} graded in {run['wall']:.1f} s"
             + (f" (the cluster started in {run['cluster_start']:.1f} s before)" if "cluster_start" in run else "")
-            + (f" (not graded: {', '.join(sorted(run['errors']))})" if run["errors"] else ""))
+            + (f" (not graded: {', '.join(sorted(run['errors']))})" if run["errors"] else "")
+            + (" (NOT on one core: every core was claimed by another grading batch)"
+               if one_core and run.get("pinned") is False else ""))
         result["configurations"][config] = run
     return result
 
@@ -521,9 +540,10 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
                      "their nbgrader processes and kernels inherit")
     if one_core:
         notes.append("the sequential configurations (stock and pipeline) run on one core: their nbgrader process and "
-                     "its kernels are pinned to one CPU (sched_setaffinity) with OMP_NUM_THREADS=1")
+                     "its kernels are pinned to one CPU with OMP_NUM_THREADS=1 (the pipeline's batch claims a core, "
+                     "autograder.cores, as each 2-worker batch does; stock nbgrader through a wrapper)")
     else:
-        notes.append("--no-pin: the sequential configurations ran on whatever cores were free (not the targets' "
+        notes.append("--no-pin: every configuration ran unpinned, on whatever cores were free (not the targets' "
                      "one core)")
     out(f"bench: labs {', '.join(labs)}, {per_lab} submission(s) per lab, scratch courses under {root}, "
         f"{os.cpu_count()} CPU(s), load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -654,8 +674,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="where the scratch courses go (default _grading/bench)")
     parser.add_argument("--json", default=None, help="write everything printed, and the raw figures, to this file")
     parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin the sequential configurations to one core (on a machine busy with other "
-                             "work, a pinned batch waits for its one core; the smoke test uses this)")
+                        help="pin nothing: neither the sequential configurations to one core nor the workers' "
+                             "batches to a core each (on a machine busy with other work, a pinned batch waits for "
+                             "its one core; the smoke test uses this)")
     parser.add_argument("--quick", action="store_true",
                         help="one lab, 3 submissions; no 2-worker run without PostgreSQL (the smoke test)")
     args = parser.parse_args(argv)

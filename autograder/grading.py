@@ -16,6 +16,7 @@ job that is) nor into a gradebook named by ``AUTOGRADER_GRADEBOOK_URL``.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -31,6 +32,7 @@ from typing import Iterable, Sequence
 
 import nbformat
 
+from autograder import cores
 from autograder.config import CONFIG_FILE, course_root, course_settings
 from autograder.common import METADATA_KEY, GradingError, nbgrader_meta
 
@@ -58,6 +60,7 @@ __all__ = [
 SOURCE_DIR = "solutions"
 RELEASE_DIR = "notebooks"
 GRADING_DIR = "_grading"
+RUN_NBGRADER = "autograder.run_nbgrader"  # python -m RUN_NBGRADER ARGS runs `nbgrader ARGS`
 COURSE_ID = "dgm"
 LAB_PATTERN = re.compile(r"^lab\d{2}$")
 GRADED_MARKER = ".autograder-graded.json"  # beside an autograded notebook: what was graded
@@ -179,6 +182,15 @@ class Course:
         #: put before every nbgrader command line (autograder.parallel's tasks run nbgrader through a
         #: wrapper that makes it die with the worker)
         self.command_prefix: list[str] = []
+        #: the module run as nbgrader: :mod:`autograder.run_nbgrader` (pins, starts faster); the
+        #: benchmark's stock configuration sets ``"nbgrader"``
+        self.entry = RUN_NBGRADER
+        #: whether :meth:`autograde_batch` claims a core for its nbgrader process and kernels
+        #: (:mod:`autograder.cores`); ``None``: unless ``AUTOGRADER_PIN=0``
+        self.pin: bool | None = None
+        self._cpu: int | None = None  # the core claimed by the batch running now
+        #: the core the last :meth:`autograde_batch` ran on (``None``: unpinned)
+        self.last_cpu: int | None = None
 
     @classmethod
     def create(
@@ -218,7 +230,7 @@ class Course:
     def nbgrader_command(self, *args: str) -> tuple[list[str], dict[str, str]]:
         """The command line and environment that run ``nbgrader ARGS`` on this course."""
         cmd = [
-            *self.command_prefix, sys.executable, "-m", "nbgrader", *args,
+            *self.command_prefix, sys.executable, "-m", self.entry, *args,
             f"--CourseDirectory.root={self.root}",
             f"--CourseDirectory.db_url={self.db_url}",
         ]
@@ -226,6 +238,7 @@ class Course:
         env.pop("AUTOGRADER_GRADEBOOK_URL", None)  # scratch courses keep their own gradebook
         # nbgrader's Gradebook runs the `alembic` executable found on PATH: make it this environment's.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.update(cores.pinned_env(self._cpu))
         env.update(self.env)
         return cmd, env
 
@@ -322,6 +335,9 @@ class Course:
         (one commit per cell) after executing it, and grades submissions one after the other: a
         kill keeps the grades of the submissions before, and leaves the one it interrupted
         without a marker, so the next run grades that one again, completely.
+
+        The batch claims a core of its own (:mod:`autograder.cores`, unless :attr:`pin` is False
+        or ``AUTOGRADER_PIN=0``): its nbgrader processes and their kernels run on that CPU.
         """
         submitted_dir = self.root / GRADING_DIR / "submitted"
         everyone = {p.name for p in submitted_dir.iterdir() if p.is_dir()} if submitted_dir.is_dir() else set()
@@ -330,6 +346,13 @@ class Course:
         if resume:
             remaining = [s for s in remaining if not self.is_graded(lab, s)]
         errors: dict[str, str] = {}
+        with contextlib.ExitStack() as stack:
+            self._cpu = self.last_cpu = stack.enter_context(cores.claim_core(self.pin))
+            stack.callback(setattr, self, "_cpu", None)
+            self._autograde_remaining(lab, remaining, everyone, errors)
+        return errors
+
+    def _autograde_remaining(self, lab: str, remaining: list[str], everyone: set[str], errors: dict[str, str]) -> None:
         while remaining:
             for s in remaining:  # a notebook left from an earlier run must not pass for a result
                 shutil.rmtree(self.path("autograded", s, lab).parent, ignore_errors=True)
@@ -353,7 +376,6 @@ class Course:
                 errors[rest[0]] = _last_error(log) or "nbgrader stopped at this submission (see its log)"
                 rest = rest[1:]
             remaining = rest
-        return errors
 
     def export_csv(self, path: str | os.PathLike) -> Path:
         path = Path(path).resolve()

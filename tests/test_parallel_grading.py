@@ -181,7 +181,8 @@ def _nbgrader_runs(root: Path, students: dict[str, list[str]]) -> list[tuple[psu
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "nbgrader" in cmd and "autograde" in cmd and f"--CourseDirectory.root={root}" in cmd:
+        runs_nbgrader = "nbgrader" in cmd or grading.RUN_NBGRADER in cmd  # python -m autograder.run_nbgrader
+        if runs_nbgrader and "autograde" in cmd and f"--CourseDirectory.root={root}" in cmd:
             lab = cmd[cmd.index("autograde") + 1]
             excluded = next((a.split("=", 1)[1].split(",") for a in cmd
                              if a.startswith("--CourseDirectory.student_id_exclude=")), [])

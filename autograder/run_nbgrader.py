@@ -1,0 +1,42 @@
+"""``python -m autograder.run_nbgrader ARGS``: nbgrader's command line (``python -m nbgrader ARGS``),
+as the autograder runs it, with two differences that change no result:
+
+- it pins its process to the CPU in ``AUTOGRADER_CPU`` when that is set (see
+  :mod:`autograder.cores`), before anything else runs; its kernels inherit the CPU;
+- it starts without ``rfc3987_syntax``. nbgrader imports nbformat, which imports jsonschema,
+  whose format checker imports that package when it is installed (jupyter-events asks for it)
+  and builds its IRI grammar (a Lark Earley parser) at import: ``python -m nbgrader --version``
+  takes 3.0 s on this project's machines, 1.3 s without it (2026-12-06). jsonschema
+  treats the package as optional and then has no checker for the ``iri`` and
+  ``iri-reference`` formats; no schema nbgrader or nbformat validates uses them. The
+  autograder's own processes (``python -m autograder``, its Dask tasks) skip it the same way
+  (:func:`skip_iri_grammar`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def skip_iri_grammar() -> None:
+    """Keep jsonschema from importing ``rfc3987_syntax`` in this process (see above); call it before
+    anything imports nbformat or jsonschema (no effect after)."""
+    sys.modules.setdefault("rfc3987_syntax", None)  # None in sys.modules: `import` raises ImportError
+
+
+def main() -> None:
+    cpu = os.environ.pop("AUTOGRADER_CPU", "")
+    if cpu.isdigit():
+        try:
+            os.sched_setaffinity(0, {int(cpu)})
+        except OSError as e:  # a CPU gone since the claim: grade unpinned rather than not at all
+            print(f"autograder: not pinned to CPU {cpu} ({e})", file=sys.stderr)
+    skip_iri_grammar()
+    from nbgrader.apps.nbgraderapp import main as nbgrader_main
+
+    sys.argv[0] = "nbgrader"
+    nbgrader_main()
+
+
+if __name__ == "__main__":
+    main()
