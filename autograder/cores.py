@@ -22,9 +22,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import stat
-import tempfile
 from typing import Iterator
+
+from autograder.common import private_tmp_dir
 
 #: ``AUTOGRADER_PIN=0`` keeps the nbgrader processes (and their kernels) unpinned
 PIN_ENV = "AUTOGRADER_PIN"
@@ -33,19 +33,8 @@ CPU_ENV = "AUTOGRADER_CPU"
 
 
 def lock_dir() -> str:
-    """``$TMPDIR/autograder-cores-UID``, created 0700; refused unless it is a private directory of
-    this user (another user's files there could only keep this one from pinning, but a lock file
-    is opened for appending, and never where someone else decides)."""
-    path = os.path.join(tempfile.gettempdir(), f"autograder-cores-{os.geteuid()}")
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise PermissionError(f"{path} is not a private directory of uid {os.geteuid()} (mode "
-                              f"{st.st_mode & 0o7777:o}, owner {st.st_uid})")
-    return path
+    """``$TMPDIR/autograder-cores-UID``, created 0700 (:func:`autograder.common.private_tmp_dir`)."""
+    return private_tmp_dir("cores")
 
 
 def pinning_enabled() -> bool:

@@ -114,3 +114,47 @@ def test_the_guard_forbids_every_function_of_the_module():
     assert {"bind_references", "module_functions"} <= set(forbidden[mechanism.__name__])
     assert {fn.__name__ for table in REFERENCES.values() for fn in table.values()} <= set(names)
     assert all(callable(getattr(references, n)) for n in names)
+
+
+def test_the_forbidden_lists_are_cached_and_follow_the_module_files(tmp_path):
+    """A list found once is read back by a fresh process without importing the module; a change
+    of any Python file of the module's package means a fresh import, and its new functions."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    lib = tmp_path / "lib"
+    pkg = lib / "refs_under_test"
+    pkg.mkdir(parents=True)
+    # a function, a lambda (its __module__ is the package's too) and an import from a submodule (not its own)
+    (pkg / "__init__.py").write_text("from .helpers import helper\n\n\ndef first(x):\n    return x\n\n\nsecond = lambda x: x\n")
+    (pkg / "helpers.py").write_text("def helper():\n    pass\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    probe = textwrap.dedent(f"""
+        import json, sys, tempfile
+        tempfile.tempdir = {str(scratch)!r}
+        sys.path.insert(0, {str(lib)!r})
+        from autograder.preprocessors.execute import _references_forbidden
+        names = _references_forbidden(["refs_under_test"])["refs_under_test"]
+        print(json.dumps({{"names": names, "imported": "refs_under_test" in sys.modules}}))
+    """)
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert run() == {"names": ["first", "second"], "imported": True}
+    assert run() == {"names": ["first", "second"], "imported": False}  # from the cache
+    cached = list((scratch / f"autograder-cache-{os.geteuid()}").glob("functions-refs_under_test-*.json"))
+    assert len(cached) == 1 and (cached[0].parent.stat().st_mode & 0o777) == 0o700
+    (pkg / "helpers.py").write_text("def helper():\n    pass\n\n\ndef other():\n    pass\n")  # another file
+    assert run() == {"names": ["first", "second"], "imported": True}
+    (pkg / "__init__.py").write_text("def third():\n    pass\n")
+    assert run() == {"names": ["third"], "imported": True}
+    assert run() == {"names": ["third"], "imported": False}

@@ -97,19 +97,95 @@ def _merge_forbidden(*maps) -> dict:
 def _references_forbidden(modules) -> dict:
     """Every function of each of ``modules`` (the course's reference versions, which the tests bind
     while a later exercise is graded, and the helper that binds them: ``reference_modules``) and of
-    :mod:`autograder.kernel.references`: forbidden to student code in every lab."""
+    :mod:`autograder.kernel.references`: forbidden to student code in every lab.
+
+    Listing them imports each module, and torch and the course library with it: 1.3 s of every
+    nbgrader process's start-up. So each list is also kept in a private directory of the grader's
+    user (:func:`_functions_cache`), keyed by the interpreter, this listing code and the bytes of
+    every Python file of the module (all of its package's files, for a package): an nbgrader
+    process finds it there without importing anything, and any change of those files means a
+    fresh import."""
     import importlib
 
     from autograder.kernel import references
 
     forbidden = {references.__name__: references.module_functions(references)}
     for name in modules:
+        path = _functions_cache(name)
+        cached = _read_cached_functions(path)
+        if cached is not None:
+            forbidden[name] = cached
+            continue
         try:
             module = importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a broken install shows up in the lab's own setup cell
             continue
         forbidden[name] = references.module_functions(module)
+        _write_cached_functions(path, forbidden[name])
     return forbidden
+
+
+def _functions_cache(name: str) -> str | None:
+    """``$TMPDIR/autograder-cache-UID/functions-NAME-KEY.json`` for module ``name``, or ``None``
+    when its files cannot be found without importing it (a submodule) or read."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    from autograder.common import private_tmp_dir
+    from autograder.kernel import references
+
+    if "." in name:
+        return None  # find_spec would import its parent package
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        return None
+    if spec.submodule_search_locations:
+        files = sorted(os.path.join(d, f) for top in spec.submodule_search_locations
+                       for d, _, fs in os.walk(top) for f in fs if f.endswith(".py"))
+    else:
+        files = [spec.origin]
+    digest = hashlib.sha256()
+    try:
+        for part in (sys.version, sys.executable, name, references.__file__, *files):
+            digest.update(part.encode() + b"\0")
+        for file in (references.__file__, *files):
+            with open(file, "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+        where = private_tmp_dir("cache")
+    except OSError:
+        return None
+    return os.path.join(where, f"functions-{name}-{digest.hexdigest()[:32]}.json")
+
+
+def _read_cached_functions(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+
+def _write_cached_functions(path: str | None, names: list[str]) -> None:
+    if path is None:
+        return
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(names, f)
+        os.replace(tmp, path)  # readers see the old file or the whole new one
+    except OSError:
+        pass
 
 
 def _notebook_forbidden(nb) -> dict:
