@@ -7,7 +7,7 @@ same command and environment as :meth:`Course.autograde_batch`), then writes the
 :meth:`Course.autograde_batch` writes beside each autograded notebook. So ``python -m
 autograder autograde LAB`` and this command agree on what is finished, and running either
 again grades only what is not. One nbgrader process per chunk, not per submission: its
-start-up (about 4 s) is paid once per chunk (:func:`chunk_size`, ``--chunk``).
+start-up (about 2 s) is paid once per chunk (:func:`chunk_size`, ``--chunk``).
 
 Command line::
 
@@ -212,7 +212,7 @@ def _grade_task(root: str, lab: str, students: list[str], db_url: str) -> list[d
 def chunk_size(n: int, workers: int, most: int | None = None) -> int:
     """Submissions per task: the batch shared evenly between the workers, at most ``most``.
 
-    Every task runs one nbgrader process (about 4 s to start on a 2-core machine, before its first
+    Every task runs one nbgrader process (about 2 s to start on a 2-core machine, before its first
     submission), so tasks of one submission each cost that much per submission; one task per worker
     loses no time to it, but a killed worker then sends a whole share back to be graded again, and
     the last tasks decide when the batch ends. :data:`MAX_CHUNK` bounds both.

@@ -2,7 +2,8 @@ r"""Grading kernels forked from a process that has already imported torch and ip
 
 A fresh grading kernel spends about 3 s on one core importing what every lab needs before
 its first cell: Python and ipykernel (0.2 s), torch (1.3 s), matplotlib's pyplot (0.4 s),
-``torch._dynamo`` with sympy (the first optimizer, 1.2 s). On a Lab 1 submission of 5 s that is most of the cost. This module
+``torch._dynamo`` with sympy (the first optimizer, 1.2 s), and in Labs 1 and 2 ``scipy.stats``
+(0.8 s). On a Lab 1 submission of 5 s that is most of the cost. This module
 pays it once per machine and interpreter: a *zygote* process imports those modules, then waits
 on a unix socket; each kernel is a ``fork()`` of it, which finds them already in memory.
 
@@ -29,7 +30,9 @@ when :attr:`SandboxPolicy.preload` is on and the native backend is used)::
   (interrupt, terminate, kill) reaches the kernel's process group through the messenger
   (``SIGKILL``, which the client cannot catch, ends the client: the messenger sees the socket
   close and kills the kernel's process group, and with the PID namespace every process in it).
-  The client exits the way the kernel's launcher did (exit code or signal).
+  The client exits the way the kernel's launcher did (exit code or signal). When the client's
+  parent (jupyter_client's process) dies, the client exits within half a second and the
+  messenger kills the kernel, as the launcher's own parent check does for an executed kernel.
 - The zygote is started by the first client that finds none (under a lock; its output goes to
   ``<socket>.log``), in its own session, and exits after ``AUTOGRADER_SANDBOX_PRELOAD_IDLE``
   seconds (default 120) without a request. Its socket lies in a directory only its user may
@@ -39,7 +42,8 @@ when :attr:`SandboxPolicy.preload` is on and the native backend is used)::
   is not ``python -m ipykernel_launcher`` of the same interpreter), the client executes the
   launcher as before: slower, never weaker.
 - The child takes from the client what a kernel inherits from the process that starts it: the
-  environment, working directory, umask, CPU affinity and nice value (not its cgroup).
+  environment, working directory, umask, CPU affinity (the messenger too: a batch pinned to one
+  core, :mod:`autograder.cores`, keeps its kernels there) and nice value (not its cgroup).
 - The child undoes what a fresh interpreter would not have: environment, ``sys.argv``,
   ``sys.path[0]`` (the working directory, as ``python -m`` does), signal dispositions, torch's
   thread count (``OMP_NUM_THREADS``), the random generators of ``random`` and numpy (fresh
