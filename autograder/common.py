@@ -22,7 +22,8 @@ def nbgrader_meta(cell) -> dict:
 def private_tmp_dir(kind: str) -> str:
     """``$TMPDIR/autograder-KIND-UID``, created 0700; refused (``PermissionError``) unless it is a real
     directory of this user that nobody else may enter: what the grader keeps there (core claims,
-    cached lists of forbidden functions) is never decided by someone else."""
+    cached lists of forbidden functions) is never decided by someone else. (``autograder.sandbox.zygote``
+    keeps its own copy, ``socket_dir``: it runs as a script, standard library only.)"""
     import os
     import stat
     import tempfile
