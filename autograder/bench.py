@@ -21,8 +21,9 @@ and grades that same batch three ways, each in a fresh scratch course under ``--
   leaves every configuration unpinned, for a machine busy with other work;
 - **pipeline, 2 workers**: the same on :func:`autograder.parallel.grade_parallel` with
   two local Dask workers, into a throwaway PostgreSQL gradebook (Debian's server binaries,
-  ``/usr/lib/postgresql/*/bin``); each worker's batch claims a core of its own. Without them the run uses ``grade_parallel``'s explicit
-  SQLite override and says so; ``--quick`` skips this configuration instead.
+  ``/usr/lib/postgresql/*/bin``); each worker's batch claims a core of its own. Without the
+  binaries the run uses ``grade_parallel``'s explicit SQLite override and says so; ``--quick``
+  skips this configuration instead.
 
 It prints, per lab and configuration, the median and mean seconds per submission, the
 batch's wall time, submissions per core-hour and the speed-up of two workers; a projection
