@@ -24,7 +24,7 @@ import fcntl
 import os
 from typing import Iterator
 
-from autograder.common import private_tmp_dir
+from autograder.sandbox.launcher import private_tmp_dir
 
 #: ``AUTOGRADER_PIN=0`` keeps the nbgrader processes (and their kernels) unpinned
 PIN_ENV = "AUTOGRADER_PIN"
@@ -33,7 +33,7 @@ CPU_ENV = "AUTOGRADER_CPU"
 
 
 def lock_dir() -> str:
-    """``$TMPDIR/autograder-cores-UID``, created 0700 (:func:`autograder.common.private_tmp_dir`)."""
+    """``$TMPDIR/autograder-cores-UID``, created 0700 (:func:`autograder.sandbox.launcher.private_tmp_dir`)."""
     return private_tmp_dir("cores")
 
 

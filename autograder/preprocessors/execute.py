@@ -132,7 +132,7 @@ def _functions_cache(name: str) -> str | None:
     import importlib.util
     import sys
 
-    from autograder.common import private_tmp_dir
+    from autograder.sandbox.launcher import private_tmp_dir
     from autograder.kernel import references
 
     if "." in name:

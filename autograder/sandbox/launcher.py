@@ -165,6 +165,7 @@ __all__ = [
     "check_required",
     "active_protections",
     "wrap_command",
+    "private_tmp_dir",
     "BACKENDS",
     "backend_name",
     "resolve_backend",
@@ -820,6 +821,23 @@ class _Launch:
         if self.required and text.startswith("!"):
             _die(text[1:].strip())
         self.notes.append(text.lstrip("! "))
+
+
+def private_tmp_dir(kind: str) -> str:
+    """``$TMPDIR/autograder-KIND-UID``, created 0700; refused (``PermissionError``) unless it is a real
+    directory of this user that nobody else may enter: what the grader keeps there (the zygote's
+    socket, core claims, cached lists of forbidden functions) is never decided by someone else.
+    Here, standard library only, so that the zygote can use it when it runs as a script."""
+    path = os.path.join(tempfile.gettempdir(), f"autograder-{kind}-{os.geteuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{path} is not a private directory of uid {os.geteuid()} (mode "
+                              f"{st.st_mode & 0o7777:o}, owner {st.st_uid})")
+    return path
 
 
 def _cwd_exists() -> bool:

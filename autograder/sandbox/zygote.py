@@ -67,7 +67,6 @@ import select
 import shutil
 import signal
 import socket
-import stat
 import struct
 import subprocess
 import sys
@@ -122,17 +121,8 @@ def _log(text: str) -> None:
 
 def socket_dir() -> str:
     """``$TMPDIR/autograder-zygote-UID``, created 0700; refused unless it is a real directory of
-    this user that nobody else may enter."""
-    path = os.path.join(tempfile.gettempdir(), f"autograder-zygote-{os.geteuid()}")
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise PermissionError(f"{path} is not a private directory of uid {os.geteuid()} (mode "
-                              f"{st.st_mode & 0o7777:o}, owner {st.st_uid})")
-    return path
+    this user that nobody else may enter (:func:`autograder.sandbox.launcher.private_tmp_dir`)."""
+    return _L.private_tmp_dir("zygote")
 
 
 def _code_stamp() -> str:
