@@ -7,7 +7,7 @@ Command line (``python -m autograder.bench [--course DIR] ...``)::
 For each lab (default: every lab of the course) it builds one batch of ``N`` submissions
 (default 20): the solution, the blank release, and the solution with one plausible mistake
 each (the course's mutants, one exercise after the other, cycling when ``N`` asks for more),
-and grades that same batch three ways, each in a fresh scratch course under ``--root``
+and grades that same batch four ways, each in a fresh scratch course under ``--root``
 (default ``_grading/bench`` in the course):
 
 - **stock**: nbgrader's own preprocessors and ``Execute`` (no sandbox, no guard, no
@@ -19,14 +19,22 @@ and grades that same batch three ways, each in a fresh scratch course under ``--
   are pinned to one CPU with ``OMP_NUM_THREADS=1`` (the pipeline claims a core as every batch
   does, :mod:`autograder.cores`; stock nbgrader is pinned by a wrapper, inherited); ``--no-pin``
   leaves every configuration unpinned, for a machine busy with other work;
+- **2 batches, no Dask**: the batch in two halves, each a sequential pipeline batch of its own
+  scratch course (its own nbgrader process and SQLite gradebook) on a core of its own, both at
+  once: what this machine gives two grading processes, the ceiling of the next configuration
+  (``--quick`` skips it);
 - **pipeline, 2 workers**: the same on :func:`autograder.parallel.grade_parallel` with
   two local Dask workers, into a throwaway PostgreSQL gradebook (Debian's server binaries,
   ``/usr/lib/postgresql/*/bin``); each worker's batch claims a core of its own. Without the
   binaries the run uses ``grade_parallel``'s explicit SQLite override and says so; ``--quick``
   skips this configuration instead.
 
+Every pipeline configuration starts from no preloaded zygote (:mod:`autograder.sandbox.zygote`)
+and first grades the solution alone, untimed by its batch: that kernel starts the machine's zygote,
+which then serves the batch, as it serves every batch of a class after the first.
+
 It prints, per lab and configuration, the median and mean seconds per submission, the
-batch's wall time, submissions per core-hour and the speed-up of two workers; a projection
+batch's wall time, submissions per core-hour and the speed-up of two batches and of two workers; a projection
 for 1000 students x 12 labs on 16 cores; a warning for any submission whose per-cell scores
 differ between configurations (they should not: same notebooks); and where the pipeline's
 seconds go: kernel start, the guard's setup and steps, the lab's setup cell and its other
@@ -69,11 +77,12 @@ from autograder.preprocessors.execute import TIMINGS_ENV
 
 __all__ = ["CONFIGURATIONS", "build_batch", "main", "run_bench"]
 
-STOCK, SEQUENTIAL, PARALLEL = "stock", "sequential", "parallel"
+STOCK, SEQUENTIAL, PAIR, PARALLEL = "stock", "sequential", "pair", "parallel"
 #: the configurations, in the order they run and print
 CONFIGURATIONS = {
     STOCK: "stock nbgrader",
     SEQUENTIAL: "pipeline, sequential",
+    PAIR: "2 batches, no Dask",
     PARALLEL: "pipeline, 2 workers",
 }
 WORKERS = 2
@@ -191,17 +200,32 @@ def _one_core(course: Course) -> None:
 
 
 def _no_zygote() -> None:
-    """Stop the preloaded zygotes (autograder.sandbox.zygote): each batch pays for starting its own,
-    as the first batch after a quiet spell would."""
+    """Stop the preloaded zygotes (autograder.sandbox.zygote)."""
     from autograder.sandbox import zygote
 
     if zygote.stop_all():
         time.sleep(0.5)
 
 
+def _zygotes() -> int:
+    from autograder.sandbox import zygote
+
+    return len(zygote.running())
+
+
+def _warm_up(course: Course, lab: str, solo_notebook, one_core: bool = True) -> float:
+    """Stop every zygote, then grade the solution alone (``SOLO``) in ``course``, untimed by the
+    batch that follows: its kernel starts a fresh zygote, as a class's first batch does; a machine's
+    zygote then serves every later batch (it exits after 2 minutes without a kernel). Returns the
+    batch of 1's wall time (the zygote's start included)."""
+    _no_zygote()
+    if not course.path("submitted", SOLO, lab).is_file():
+        course.submit_notebook(lab, SOLO, solo_notebook)
+    return _sequential_batch(course, lab, [SOLO], "", one_core=one_core)["wall"]
+
+
 def _sequential_batch(course: Course, lab: str, students: Sequence[str], timings: str = "",
                       one_core: bool = True) -> dict:
-    _no_zygote()
     if one_core:
         _one_core(course)
     else:
@@ -219,12 +243,12 @@ def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: 
                     one_core: bool = True) -> dict:
     import logging
 
-    _no_zygote()
     from distributed import LocalCluster
 
     from autograder.parallel import GRADED, grade_parallel
 
     log: list[str] = []
+    zygotes_before = _zygotes()
     old = os.environ.get(TIMINGS_ENV)
     old_pin = os.environ.get(PIN_ENV)
     os.environ[TIMINGS_ENV] = timings  # the Dask workers, and their nbgrader processes, inherit it
@@ -253,7 +277,35 @@ def _parallel_batch(course: Course, lab: str, students: Sequence[str], timings: 
         if m and m.group(1) in statuses:
             seconds[m.group(1)] = float(m.group(2))
     errors = {s: st for s, st in statuses.items() if st != GRADED}
-    return {"wall": wall, "cluster_start": cluster_start, "seconds": seconds, "errors": errors, "log": log}
+    return {"wall": wall, "cluster_start": cluster_start, "seconds": seconds, "errors": errors, "log": log,
+            "zygotes_started": max(0, _zygotes() - zygotes_before)}
+
+
+def _pair_batch(courses: Sequence[Course], lab: str, halves: Sequence[Sequence[str]], timings: Sequence[str],
+                one_core: bool = True) -> dict:
+    """The batch's two halves graded at once, each a sequential batch of its own scratch course (its
+    own nbgrader process and SQLite gradebook; each claims a core): what two grading processes get
+    from this machine without Dask, the ceiling of the 2-worker configuration."""
+    import concurrent.futures
+
+    for course, timing in zip(courses, timings):
+        if one_core:
+            _one_core(course)
+        else:
+            course.pin = False
+        course.env[TIMINGS_ENV] = timing
+    since, start = time.time(), time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(courses)) as pool:
+        futures = [pool.submit(c.autograde_batch, lab, list(h)) for c, h in zip(courses, halves)]
+        results = [f.result() for f in futures]
+    wall = time.perf_counter() - start
+    seconds, errors = {}, {}
+    for course, half, result in zip(courses, halves, results):
+        seconds.update(course.batch_seconds(lab, list(half), since))
+        errors.update(result)
+    cpus = [c.last_cpu for c in courses]
+    pinned = one_core and None not in cpus and len(set(cpus)) == len(cpus)
+    return {"wall": wall, "seconds": seconds, "errors": errors, "order": list(seconds), "pinned": pinned}
 
 
 #: the imports a kernel of this course pays before and while it runs a lab, timed one after the other
@@ -389,35 +441,54 @@ def _bench_lab(lab: str, n: int, repo: Path, root: Path, configs: Sequence[str],
     out(f"{lab}: a batch of {len(batch)}: the solution, the blank release"
         + (f" and {len(batch) - 2} mutant(s)" if len(batch) > 2 else ""))
     result: dict = {"students": students, "configurations": {}}
+    solution = batch[0][1]
     for config in configs:
         where = root / lab / config
+        warm_up = None
         if config == STOCK:
             course = _scratch_course(where, lab, repo, batch, stock=True)
+            _no_zygote()  # stock nbgrader executes its kernels: no zygote
             run = _sequential_batch(course, lab, students, one_core=one_core)
         elif config == SEQUENTIAL:
             course = _scratch_course(where, lab, repo, batch)
             timings = where / "timings.jsonl"
+            warm_up = _warm_up(course, lab, solution, one_core)
             run = _sequential_batch(course, lab, students, str(timings), one_core=one_core)
             run["solo_wall"] = None
-            if solo:  # the batch of 1: the solution alone, in an nbgrader process of its own
-                course.submit_notebook(lab, SOLO, batch[0][1])
+            if solo:  # the batch of 1 again, the zygote warm: an nbgrader process's fixed cost
                 run["solo_wall"] = _sequential_batch(course, lab, [SOLO], str(timings), one_core=one_core)["wall"]
             run["records"] = _read_records(timings)
+        elif config == PAIR:
+            halves = [students[: (len(students) + 1) // 2], students[(len(students) + 1) // 2:]]
+            courses = [_scratch_course(where / half, lab, repo, [b for b in batch if b[0] in part])
+                       for half, part in zip("ab", halves)]
+            warm_up = _warm_up(courses[0], lab, solution, one_core)
+            timings_ab = [c.root / "timings.jsonl" for c in courses]
+            run = _pair_batch(courses, lab, halves, [str(t) for t in timings_ab], one_core)
+            run["records"] = {k: v for t in timings_ab for k, v in _read_records(t).items()}
         else:
             db_url = new_database(f"bench_{lab}") if new_database is not None else None
             course = _scratch_course(where, lab, repo, batch, db_url=db_url)
             timings = where / "timings.jsonl"
+            warm_up = _warm_up(course, lab, solution, one_core)
             run = _parallel_batch(course, lab, students, str(timings), allow_sqlite, one_core=one_core)
             run["records"] = _read_records(timings)
-        scores = grading.read_scores(course.db_url)
+            run["records"].pop(SOLO, None)
+        run["warm_up"] = warm_up
+        scores = {}
+        for c in (courses if config == PAIR else [course]):
+            scores.update(grading.read_scores(c.db_url))
         run["scores"] = {s: {g: list(v) for g, v in scores[(lab, s)].cells.items()}
                          for s in students if (lab, s) in scores and s not in run["errors"]}
         run.update(_stats(run["seconds"]))
         run["n"] = len(students)
         run["graded"] = len(students) - len(run["errors"])
-        run["scratch_course"] = str(course.root)
+        run["scratch_course"] = str(course.root.parent if config == PAIR else course.root)
         out(f"{lab}: {CONFIGURATIONS[config]}: {run['graded']}/{len(students)} graded in {run['wall']:.1f} s"
+            + (f" (before it: the solution alone, starting the zygote, {warm_up:.1f} s)" if warm_up is not None else "")
             + (f" (the cluster started in {run['cluster_start']:.1f} s before)" if "cluster_start" in run else "")
+            + (f" (the workers' kernels started {run['zygotes_started']} zygote(s) of their own)"
+               if run.get("zygotes_started") else "")
             + (f" (not graded: {', '.join(sorted(run['errors']))})" if run["errors"] else "")
             + (" (NOT on one core: every core was claimed by another grading batch)"
                if one_core and run.get("pinned") is False else ""))
@@ -472,7 +543,9 @@ def _breakdown(lab: str, result: dict) -> dict | None:
     first_cell = run["records"][steady[0]]["cells"][0][1] if run["records"][steady[0]]["cells"] else None
     out = {"submissions": steady, "wall": wall, "parts": parts, "guard_count": counts, "setup_cell_id": first_cell,
            "batch_of_n": run["wall"], "n": n, "batch_of_1": run["solo_wall"], "per_submission_fit": per,
-           "fixed": fixed, "fixed_direct": direct}
+           "fixed": fixed, "fixed_direct": direct,
+           "warm_up": run.get("warm_up"),
+           "zygote_start": run["warm_up"] - run["solo_wall"] if run.get("warm_up") and run["solo_wall"] else None}
     par = result["configurations"].get(PARALLEL)
     if par and par["records"] and par["seconds"]:
         tasks = [s for s in par["seconds"] if s in par["records"]]
@@ -498,7 +571,7 @@ def _table(labs: Sequence[str], results: dict) -> list[str]:
         runs = results[lab]["configurations"]
         for config, run in runs.items():
             speed = None
-            if config == PARALLEL and SEQUENTIAL in runs:
+            if config in (PAIR, PARALLEL) and SEQUENTIAL in runs:
                 speed = runs[SEQUENTIAL]["wall"] / run["wall"]
             lines.append(f"{lab:<6} {CONFIGURATIONS[config]:<21} {run['n']:>3} {_fmt(run['median'], 9, 2)} "
                          f"{_fmt(run['mean'], 8, 2)} {_fmt(run['wall'], 8)} {_fmt(run['per_core_hour'], 11, 0)} "
@@ -507,8 +580,8 @@ def _table(labs: Sequence[str], results: dict) -> list[str]:
 
 
 def _core_seconds(config: str, run: dict) -> float:
-    """Core-seconds per submission: one core for a sequential batch, ``WORKERS`` for the parallel one."""
-    if config == PARALLEL:
+    """Core-seconds per submission: one core for a sequential batch, ``WORKERS`` for the two others."""
+    if config in (PAIR, PARALLEL):
         return run["wall"] * WORKERS / run["n"]
     return run["wall"] / run["n"]
 
@@ -517,8 +590,10 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
               out=print, one_core: bool = True) -> dict:
     """Grade the batches, print the table and the breakdown; return everything as a dict."""
     started = time.perf_counter()
-    configs = [STOCK, SEQUENTIAL, PARALLEL]
+    configs = [STOCK, SEQUENTIAL, PARALLEL] if quick else [STOCK, SEQUENTIAL, PAIR, PARALLEL]
     skipped: dict[str, str] = {}
+    if quick:
+        skipped[PAIR] = "skipped (--quick)"
     notes: list[str] = []
     why = postgres_missing()
     allow_sqlite = False
@@ -539,6 +614,14 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
                      f"timed) before it, as a class's cluster is started once for many batches")
         notes.append("Dask starts its workers with OMP_NUM_THREADS=1 (distributed.nanny.pre-spawn-environ), which "
                      "their nbgrader processes and kernels inherit")
+    notes.append("every pipeline configuration starts from no zygote and grades the solution alone before its "
+                 "batch (the figure after 'before it'): that kernel starts the machine's zygote, which then serves "
+                 "the batch, as it serves every batch of a class after the first (it exits after 2 minutes "
+                 "without a kernel); the batch's wall time is the steady state's")
+    if PAIR in configs:
+        notes.append(f"{CONFIGURATIONS[PAIR]}: the batch in two halves, each a pipeline batch on a core of its own "
+                     "(its own nbgrader process and SQLite gradebook), both at once: what this machine gives two "
+                     "grading processes, the 2 workers' ceiling; the 2 workers' wall over this one is Dask's own cost")
     if one_core:
         notes.append("the sequential configurations (stock and pipeline) run on one core: their nbgrader process and "
                      "its kernels are pinned to one CPU with OMP_NUM_THREADS=1 (the pipeline's batch claims a core, "
@@ -561,8 +644,13 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
             run["per_core_hour"] = 3600.0 / run["core_seconds"]
 
     lines = ["", "Seconds per submission (median, mean), batch wall time, submissions per core-hour "
-             f"(one core: n x 3600 / wall; {WORKERS} workers: n x 3600 / (wall x {WORKERS})), speed-up of "
-             f"{WORKERS} workers (sequential wall / their wall):", *_table(labs, results)]
+             f"(one core: n x 3600 / wall; {WORKERS} workers or batches: n x 3600 / (wall x {WORKERS})), speed-up "
+             f"(sequential wall / their wall):", *_table(labs, results)]
+    for lab in labs:
+        runs = results[lab]["configurations"]
+        if PAIR in runs and PARALLEL in runs:
+            lines.append(f"  {lab}: {WORKERS} workers took {runs[PARALLEL]['wall'] / runs[PAIR]['wall']:.2f}x the wall "
+                         f"time of {WORKERS} batches without Dask (Dask's own cost, and this machine's noise)")
 
     warnings = [w for lab in labs for w in _compare_scores(lab, results[lab])]
     compared = sum(len(results[lab]["students"]) for lab in labs)
@@ -611,8 +699,9 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
         lines.append(f"  {lab}: {b['guard_count']:.0f} guard steps per submission; setup cell {b['setup_cell_id']}")
     ceiling = parallel_ceiling() if PARALLEL in configs and not quick else None
     if ceiling is not None:
-        lines.append(f"this machine's own ceiling for {WORKERS} processes at once (a CPU-bound loop, {WORKERS} copies "
-                     f"together against one alone, median of 3): {ceiling:.2f}x")
+        lines.append(f"this machine for {WORKERS} processes at once, on a CPU-bound loop that stays in cache "
+                     f"({WORKERS} copies together against one alone, median of 3): {ceiling:.2f}x (grading, which "
+                     f"reads far more memory, gets what '{CONFIGURATIONS[PAIR]}' got)")
     imports = import_costs(repo, repeats=1 if quick else 3)
     if imports:
         lines += ["", f"Imports every kernel pays, in a fresh interpreter on one core (median of {1 if quick else 3}), one after the "
@@ -635,6 +724,9 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
                          f"fixed {b['fixed']:.1f} s + {b['per_submission_fit']:.2f} s per submission"
                          + (" (a negative fixed cost: the noise and the mix of the batch outweigh it)"
                             if b["fixed"] < 0 else ""))
+        if b.get("zygote_start") is not None:
+            lines.append(f"  {lab}: once per machine, not per batch: the zygote's start, the solution alone with no zygote "
+                         f"less the same with it ({b['warm_up']:.1f} s - {b['batch_of_1']:.1f} s): {b['zygote_start']:.1f} s")
         if b.get("fixed_direct") is not None:
             lines.append(f"  {lab}: directly, the batch of 1 less its submission ({b['batch_of_1']:.1f} s - "
                          f"{b['batch_of_1'] - b['fixed_direct']:.1f} s): fixed {b['fixed_direct']:.1f} s")

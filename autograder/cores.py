@@ -14,8 +14,9 @@ The claim is a lock on ``$TMPDIR/autograder-cores-UID/cpuN.lock`` for a CPU N th
 may use (``flock``: released when the holder exits, however it exits); a batch that finds
 every core claimed (more workers than cores, or several graders at once) runs unpinned, as
 before. ``AUTOGRADER_PIN=0`` turns pinning off. A pinned batch also runs with one
-OpenMP/MKL thread (``OMP_NUM_THREADS=1`` unless set), which a one-core process wants anyway
-and which lets the zygote fork its kernels (see :mod:`autograder.sandbox.zygote`).
+OpenMP/MKL/OpenBLAS thread (``OMP_NUM_THREADS=1`` and the others, unless set), which a one-core
+process wants anyway, which lets the zygote fork its kernels (see :mod:`autograder.sandbox.zygote`),
+and which matches what Dask's workers set: their kernels and the command line's share a zygote.
 """
 from __future__ import annotations
 
@@ -82,12 +83,13 @@ def claim_core(enabled: bool | None = None) -> Iterator[int | None]:
 
 def pinned_env(cpu: int | None) -> dict[str, str]:
     """What to add to the environment of an nbgrader process started on ``cpu`` (nothing for
-    ``None``): the CPU for :mod:`autograder.run_nbgrader`, and one OpenMP/MKL thread unless the
-    caller's environment says otherwise."""
+    ``None``): the CPU for :mod:`autograder.run_nbgrader`, and one OpenMP/MKL/OpenBLAS thread unless
+    the caller's environment says otherwise (the three Dask's workers set too, so a pinned batch of the
+    command line and a Dask task on the same machine fork their kernels from the same zygote)."""
     if cpu is None:
         return {}
     env = {CPU_ENV: str(cpu)}
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         if not os.environ.get(name):
             env[name] = "1"
     return env

@@ -122,11 +122,13 @@ def test_run_nbgrader_pins_itself_and_skips_the_iri_grammar():
 def test_a_course_command_carries_the_cpu_only_while_a_batch_holds_it(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     course = grading.Course(tmp_path)
     cmd, env = course.nbgrader_command("autograde", "lab01")
     assert cmd[1:3] == ["-m", grading.RUN_NBGRADER] and cores.CPU_ENV not in env and "OMP_NUM_THREADS" not in env
     course._cpu = 1
     cmd, env = course.nbgrader_command("autograde", "lab01")
     assert env[cores.CPU_ENV] == "1" and env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
+    assert env["OPENBLAS_NUM_THREADS"] == "1"  # as Dask's workers set it: the same zygote serves both
     monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the grader's own setting wins
     assert "OMP_NUM_THREADS" not in cores.pinned_env(1)
