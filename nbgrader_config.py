@@ -109,6 +109,8 @@ c.GuardedExecute.kernel_manager_class = SandboxedKernelManager
 # versions that isolate the exercises; every function in it is forbidden to student code).
 c.GuardedExecute.library_packages = ["gmlib", "labrefs"]
 c.GuardedExecute.reference_modules = ["labrefs"]
+# probe cells (autograder.probes): their CHECK runs in a trusted checker process that imports the course from here
+c.GuardedExecute.checker_paths = [ROOT]
 c.SandboxedKernelManager.hide = [ROOT]
 # where the installed packages lie (a scratch copy of this file is not beside them)
 _LIBRARY_DIRS = [os.path.dirname(importlib.util.find_spec(name).origin) for name in c.GuardedExecute.library_packages]

@@ -38,7 +38,7 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from autograder import grading
+from autograder import grading, probes
 from autograder.preprocessors import HIDDEN_LINE, HIDDEN_PLACEHOLDER, HideHiddenTests, RestoreCells, StderrToStdout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +78,9 @@ MUTANTS = _load_mutants()
 
 # Appended as a new first cell of a correct submission: after every cell (test cells included)
 # PyTorch itself emits a UserWarning, printed by ipykernel to stderr.
+#: the labs graded with a warning on stderr after every cell: Lab 1 (probe cells) and Lab 2 (ordinary test cells)
+STDERR_LABS = LABS[:2]
+
 STDERR_HOOK = '''\
 # added by tests/test_grading.py: a genuine PyTorch UserWarning on stderr after every cell
 import warnings as _warnings
@@ -558,10 +561,10 @@ def graded(tmp_path_factory):
         solution = grading.fill_solutions(release, source)
         if lab == LABS[0]:
             # The first lab here; every lab's solution (full marks) and blank release (0) are
-            # autograded by tests/test_integrity.py's run, beside its mutants. StderrToStdout does
-            # not depend on the lab: one lab proves it.
+            # autograded by tests/test_integrity.py's run, beside its mutants.
             _add(subs, lab, "auto-solution", solution)
             _add(subs, lab, "auto-release", release)
+        if lab in STDERR_LABS:
             _add(subs, lab, "auto-stderr", _with_stderr_hook(solution))
     first = LABS[0]
     for student, text, _ in MALFORMED:
@@ -613,16 +616,27 @@ def test_blank_release_scores_zero(graded, lab):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lab", LABS[:1])
+@pytest.mark.parametrize("lab", STDERR_LABS)
 def test_pytorch_warning_on_stderr_keeps_full_marks(graded, lab):
+    """StderrToStdout: a warning on stderr costs no points and stays visible in an ordinary test cell's
+    outputs. A probe cell (autograder.probes) keeps the checker's verdict alone: nothing the kernel
+    wrote while probing, the warning included, reaches the feedback."""
     r = _result(graded, lab, "auto-stderr")
     assert r.score == r.max_score, r.cells
     nb = _autograded(graded, lab, "auto-stderr")
+    source = {_nbgrader_meta(c)["grade_id"]: c.source for c in _grade_cells(_read(grading.source_path(lab)))}
+    kinds = set()
     for cell in _grade_cells(nb):
+        if probes.parse(source[_nbgrader_meta(cell)["grade_id"]]) is not None:
+            kinds.add("probe")
+            assert cell.outputs == [], (_nbgrader_meta(cell)["grade_id"], cell.outputs)  # passed: no error, nothing else
+            continue
+        kinds.add("ordinary")
         streams = [o for o in cell.outputs if o.output_type == "stream"]
         assert streams and all(o.name == "stdout" for o in streams)
         kept = [o.text for o in streams if o.text.startswith("[stderr]\n")]
         assert kept and "UserWarning" in kept[0], "the warning stays visible in the feedback"
+    assert kinds == ({"probe"} if lab == STDERR_LABS[0] else {"ordinary"}), kinds
 
 
 @pytest.mark.slow

@@ -440,6 +440,93 @@ _torch.Tensor.all = lambda self, *a, **k: _torch.tensor(True)
 print("ATTACK patch: comparisons replaced")
 '''
 
+_FUNCTION_MODE = r'''
+# hostile: a TorchFunctionMode left entered: every comparison and reduction a test makes says yes
+import torch as _torch
+from torch.overrides import TorchFunctionMode as _Mode
+
+
+class _Yes(_Mode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (_torch.allclose, _torch.equal, _torch.Tensor.equal):
+            return True
+        if func in (_torch.all, _torch.any, _torch.Tensor.all, _torch.Tensor.any, _torch.isclose, _torch.Tensor.__lt__,
+                    _torch.Tensor.__le__, _torch.Tensor.__gt__, _torch.Tensor.__ge__, _torch.Tensor.__eq__):
+            return _torch.ones((), dtype=_torch.bool)
+        return func(*args, **(kwargs or {}))
+
+
+_yes = _Yes()
+_yes.__enter__()
+print("ATTACK function-mode: entered")
+'''
+
+_STRIP_ASSERTS = r'''
+# hostile: every assert removed from the cells the kernel runs from now on (an IPython AST transformer)
+import ast as _ast
+
+
+class _NoAsserts(_ast.NodeTransformer):
+    def visit_Assert(self, node):
+        return _ast.copy_location(_ast.Pass(), node)
+
+
+get_ipython().ast_transformers.append(_NoAsserts())
+print("ATTACK strip-asserts: installed")
+'''
+
+_PATCH_STATS = r'''
+# hostile: SciPy's goodness-of-fit tests always accept, builtins that tests use always say yes
+import builtins as _b
+from types import SimpleNamespace as _NS
+
+import scipy.stats as _st
+
+for _name in ("kstest", "ks_1samp", "ks_2samp", "chisquare", "anderson", "normaltest", "shapiro"):
+    setattr(_st, _name, lambda *a, **k: _NS(statistic=0.0, pvalue=1.0))
+all = any = lambda *a, **k: True  # shadowed as notebook globals
+abs = lambda x: 0 * x
+print("ATTACK patch-stats: replaced")
+'''
+
+_FORGE_PROBE = r'''
+# hostile: rewrite what a probe sends (every tensor zeroed, every problem hidden), and send a second copy
+import json as _json
+
+import IPython.display as _display
+
+_real_publish = _display.publish_display_data
+
+
+def _forge(data, *args, **kwargs):
+    for _mime, _text in list(data.items()):
+        if "probe" in _mime:
+            _payload = _json.loads(_text)
+
+            def _zero(value):
+                if isinstance(value, dict) and "tensor" in value:
+                    import base64, math
+                    t = value["tensor"]
+                    size = {"float64": 8, "float32": 4, "int64": 8, "bool": 1}.get(t["dtype"], 8)
+                    t["data"] = base64.b64encode(bytes(size * math.prod(t["shape"]))).decode()
+                    return value
+                if isinstance(value, list):
+                    return [_zero(v) for v in value]
+                if isinstance(value, dict):
+                    return {k: _zero(v) for k, v in value.items()}
+                return value
+
+            _payload["values"] = _zero(_payload["values"])
+            _payload["problems"] = {}
+            data = dict(data, **{_mime: _json.dumps(_payload)})
+            _real_publish(data, *args, **kwargs)
+    return _real_publish(data, *args, **kwargs)
+
+
+_display.publish_display_data = _forge
+print("ATTACK forge-probe: installed")
+'''
+
 _PATCH_GMLIB = r'''
 # hostile: replace gmlib's functions and checks, and the helpers of the read-only cells
 import sys as _sys, types as _types
@@ -647,6 +734,22 @@ def _swallow(ctx):
     return ctx.after_setup(ctx.copy("mutated"), _SWALLOW)
 
 
+def _function_mode(ctx):
+    return ctx.after_setup(ctx.copy("mutated"), _FUNCTION_MODE)
+
+
+def _strip_asserts(ctx):
+    return ctx.after_setup(ctx.copy("mutated"), _STRIP_ASSERTS)
+
+
+def _patch_stats(ctx):
+    return ctx.after_setup(ctx.copy("mutated"), _PATCH_STATS)
+
+
+def _forge_probe(ctx):
+    return ctx.after_setup(ctx.copy("mutated"), _FORGE_PROBE)
+
+
 def _reference_calls(ctx):
     nb = ctx.copy("release")
     for c in nb.cells:
@@ -793,6 +896,14 @@ def hostile_cases(lab: str, reference_calls: dict | None = None, repo: Path | No
         HostileCase("patch-comparisons", "torch.allclose, torch.testing, numpy.testing, math.isclose, Tensor comparisons replaced",
                     _patch_asserts, bound="mutated"),
         HostileCase("patch-gmlib-helpers", "every gmlib function and read-only helper replaced by a no-op", _patch_gmlib, bound="mutated"),
+        HostileCase("function-mode", "a TorchFunctionMode left entered makes every comparison and reduction true",
+                    _function_mode, bound="mutated"),
+        HostileCase("strip-asserts", "an IPython AST transformer removes every assert from the cells run after it",
+                    _strip_asserts, bound="mutated"),
+        HostileCase("patch-stats", "SciPy's goodness-of-fit tests always accept; all, any, abs shadowed as globals",
+                    _patch_stats, bound="mutated"),
+        HostileCase("forge-probe", "every probe's values rewritten (tensors zeroed, problems hidden) and sent twice",
+                    _forge_probe, bound="mutated"),
         HostileCase("swallow-errors", "set_custom_exc, showtraceback, excepthook, and a hook that clears failed outputs",
                     _swallow, bound="mutated"),
         HostileCase("leak-hidden", "a post_run_cell hook prints every cell's source, a later cell prints In: the hidden "

@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 
+from autograder import probes
 from autograder.common import METADATA_KEY
 from autograder.kernel.guard import _SETUP_IMPORT, DEFAULT_PROTECTED_MODULES, bound_names
 
@@ -230,6 +231,28 @@ def _death_reason(status) -> str:
     return f"{what}: {why}"
 
 
+#: the trusted checker of this process (autograder.checker), started on the first probe cell
+_CHECKER = None
+#: exception names a failed probe may show (a class the student made could spell anything)
+_BUILTIN_ERRORS = frozenset(n for n in dir(__import__("builtins")) if n.endswith(("Error", "Exception", "Exit"))
+                            or n in ("StopIteration", "KeyboardInterrupt", "GeneratorExit"))
+
+
+def _checker(paths):
+    """The process-wide trusted checker (one per nbgrader process: its torch import is paid once)."""
+    global _CHECKER
+    if _CHECKER is None:
+        import atexit
+
+        from autograder.checker import Checker
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "JUPYTER_"))}
+        env["MPLBACKEND"] = "Agg"
+        _CHECKER = Checker(list(paths) or [os.getcwd()], env=env)
+        atexit.register(_CHECKER.close)
+    return _CHECKER
+
+
 def _build_guarded_execute():
     import signal
     from queue import Empty
@@ -307,6 +330,16 @@ def _build_guarded_execute():
             "then; nothing of the kernel's is kept) and saves the graceful shutdown's 0.5 to 1 s per submission",
         ).tag(config=True)
         store_widget_state = Bool(False).tag(config=True)
+        checker_paths = List(
+            Unicode(), [],
+            help="sys.path entries of the trusted checker that runs probe cells' CHECK sections (the course "
+            "root, for the library packages); default: the working directory",
+        ).tag(config=True)
+        checker_setup_cells = List(
+            Unicode(), ["setup"],
+            help="grade_ids of the read-only cells the checker runs before a lab's checks (from the "
+            "restored notebook: the course's own source)",
+        ).tag(config=True)
 
         # -- the notebook --------------------------------------------------------------
 
@@ -327,6 +360,8 @@ def _build_guarded_execute():
             self._timings = {"kernel_start": None, "kernel_stop": None, "cells": []} if os.environ.get(TIMINGS_ENV) else None
             # -- end of timing record ----------------------------------------------------------
             self._nb_bytes = 0
+            self._seed = probes.submission_seed()  # this submission's secret seed (probe cells)
+            self._probe = None  # {"nonce", "payloads"} while a probe cell runs
             self._timeout_kind = "cell"
             self._interrupted = False
             self._reset_cell_state()
@@ -334,6 +369,7 @@ def _build_guarded_execute():
                 self.log.warning("GuardedExecute always interrupts a cell at its time limit (interrupt_on_timeout)")
                 self.interrupt_on_timeout = True
             forbidden = self._forbidden_for(nb, resources or {})
+            self._probe_plan = self._plan_probes()
             kernel_starting = monotonic()  # (timing record)
             with self.setup_kernel():
                 assert self.kc is not None
@@ -371,6 +407,11 @@ def _build_guarded_execute():
                 )
                 return cell, self.resources
             grade = _is_grade(cell)
+            probe_cell = self._probe_plan.get(index) if grade else None
+            if isinstance(probe_cell, probes.ProbeError):
+                self.log.error("%s: a malformed probe cell: %s", self._label(cell, index), probe_cell)
+                self._replace_outputs(cell, "GraderError", f"not run: this hidden test of the course is malformed: {probe_cell}")
+                return cell, self.resources
             restored = []
             if grade and self.guard:
                 problem = self._guard_broken
@@ -384,7 +425,11 @@ def _build_guarded_execute():
                         self._replace_outputs(cell, "GraderIntegrityError", f"not run: {problem}")
                     return cell, self.resources
             cell_started = monotonic()  # (timing record)
-            self._run_code_cell(cell, index)
+            kernel_source = cell.source
+            if probe_cell is not None:
+                kernel_source = self._run_probe_cell(cell, index, probe_cell)
+            else:
+                self._run_code_cell(cell, index)
             if getattr(self, "_timings", None) is not None:  # (timing record)
                 self._timings["cells"].append([index, _nbgrader_meta(cell).get("grade_id"), monotonic() - cell_started])
             if _nbgrader_meta(cell).get("solution"):
@@ -396,14 +441,15 @@ def _build_guarded_execute():
                                     + (f", ... ({len(restored)} in all)" if len(restored) > 20 else "") + "\n")
                 cell.outputs.insert(0, note)
             if self._dead_in is None and self.guard and (grade or _is_locked(cell)) and self._guard_broken is None:
-                names = bound_names(cell.source) if _is_locked(cell) else []
+                names = bound_names(kernel_source) if _is_locked(cell) else []
                 payload = {"names": names or [], "grade": grade, "released": self._take_released()}
                 report, problem = self._guard_call("locked", payload, index)
                 if problem is not None:
                     self._guard_broken = problem
                     if grade:
                         cell.outputs.append(self._error("GraderIntegrityError", problem))
-                elif grade and report.get("raised") and not any(o.get("output_type") == "error" for o in cell.outputs):
+                elif (grade and probe_cell is None and report.get("raised")
+                      and not any(o.get("output_type") == "error" for o in cell.outputs)):
                     ename, evalue = report["raised"][-1][:2]
                     self.log.warning("%s raised %s but showed no error", self._label(cell, index), ename)
                     cell.outputs.append(self._error(
@@ -561,6 +607,76 @@ def _build_guarded_execute():
             if self._interrupted and self._timeout_kind == "notebook":
                 self._budget_spent_in = self._label(cell, index)
 
+        def _plan_probes(self):
+            """{cell index: (ProbeCell, seed, nonce, the code the kernel runs)} for the probe cells
+            (a :class:`probes.ProbeError` for a malformed one). Made before the guard's setup, which
+            must know the code of every locked cell the kernel will run."""
+            plan = {}
+            for index, cell in enumerate(self.nb.cells):
+                if cell.cell_type != "code" or not _is_grade(cell):
+                    continue
+                try:
+                    probe_cell = probes.parse(cell.source)
+                except probes.ProbeError as err:
+                    plan[index] = err
+                    continue
+                if probe_cell is not None:
+                    seed = probes.seed_for(self._seed, str(_nbgrader_meta(cell).get("grade_id", "")))
+                    nonce = secrets.token_hex(16)
+                    plan[index] = (probe_cell, seed, nonce, probe_cell.kernel_code(seed, nonce))
+            return plan
+
+        def _run_probe_cell(self, cell, index, plan):
+            """Run a probe cell (:mod:`autograder.probes`): INPUTS and PROBE in the kernel, CHECK in the
+            trusted checker; the cell's outputs become the checker's verdict. Returns the code the
+            kernel ran."""
+            probe_cell, seed, nonce, kernel_source = plan
+            source = cell.source
+            cell.source = kernel_source
+            self._probe = {"nonce": nonce, "payloads": []}
+            dead_before = self._dead_in
+            try:
+                self._run_code_cell(cell, index)
+            finally:
+                cell.source = source
+                state, self._probe = self._probe, None
+            errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+            if self._dead_in is not dead_before or self._interrupted:
+                # the grader's own words (the kernel died, the cell ran out of time): its last error output
+                last = errors[-1] if errors else {"ename": "KernelDied", "evalue": "the probe did not finish"}
+                passed, message = False, f"{last.get('ename')}: {last.get('evalue')}"
+            elif errors:
+                ename = errors[-1].get("ename")
+                self.log.info("%s: the probe raised %s: %s", self._label(cell, index), ename,
+                              str(errors[-1].get("evalue"))[:300])  # the grader's log only
+                shown = ename if ename in _BUILTIN_ERRORS else "an exception of a class of your own"
+                passed, message = False, (f"ProbeError: your code raised {shown} while the hidden test called it "
+                                          "(its message and traceback are not shown: they may hold the test's inputs)")
+            else:
+                outputs = [{"output_type": "display_data", "data": {probes.MIME: text}} for text in state["payloads"]]
+                payload, why = probes.find_payload(outputs, nonce)
+                if payload is None:
+                    passed, message = False, f"ProbeError: {why}"
+                else:
+                    left = self._budget_left()
+                    timeout = float(self.timeout or 600)
+                    if left != math.inf:
+                        timeout = max(1.0, min(timeout, left))
+                    setup = [c.source for c in self.nb.cells if c.cell_type == "code"
+                             and _nbgrader_meta(c).get("grade_id") in self.checker_setup_cells]
+                    request = {"setup": setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
+                               "seed": seed, "exported": probe_cell.exported,
+                               "payload": payload}
+                    try:
+                        passed, message = _checker(self.checker_paths).check(request, timeout)
+                    except Exception as err:  # noqa: BLE001 - the checker could not start: fail the cell, say why
+                        self.log.error("the checker failed: %s", err)
+                        passed, message = False, f"GraderError: the checker could not run: {err}"
+            if not passed:
+                self.log.info("%s: %s", self._label(cell, index), message)
+            cell.outputs = [NotebookNode(o) for o in probes.verdict_outputs(passed, message)]
+            return kernel_source
+
         def _exit_status(self):
             provisioner = getattr(self.km, "provisioner", None)
             process = getattr(provisioner, "process", None)
@@ -623,7 +739,9 @@ def _build_guarded_execute():
         def _guard_setup(self, forbidden):
             import importlib
 
-            locked_sources = [c.source for c in self.nb.cells if _is_locked(c)]
+            # a probe cell's locked code is what the kernel runs of it (autograder.probes)
+            locked_sources = [self._probe_plan[i][3] if isinstance(self._probe_plan.get(i), tuple) else c.source
+                              for i, c in enumerate(self.nb.cells) if _is_locked(c)]
             payload = {
                 "locked_sources": locked_sources,
                 "forbidden": forbidden,
@@ -785,6 +903,14 @@ def _build_guarded_execute():
                 return None
             if self._pending_clear:
                 self._clear(outs, cell_index)
+            if (getattr(self, "_probe", None) is not None and out.output_type in ("display_data", "execute_result")
+                    and probes.MIME in (out.get("data") or {})):
+                # the probe's values: kept aside (not an output, not counted), for the checker only
+                if len(self._probe["payloads"]) < 2:
+                    self._probe["payloads"].append(out["data"][probes.MIME])
+                else:
+                    self._probe["payloads"].append("")
+                return None
             if out.output_type == "error":
                 return self._add_error(outs, out)
             if out.output_type == "stream":
