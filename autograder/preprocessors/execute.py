@@ -641,10 +641,15 @@ def _build_guarded_execute():
                 cell.source = source
                 state, self._probe = self._probe, None
             errors = [o for o in cell.outputs if o.get("output_type") == "error"]
-            if self._dead_in is not dead_before or self._interrupted:
-                # the grader's own words (the kernel died, the cell ran out of time): its last error output
-                last = errors[-1] if errors else {"ename": "KernelDied", "evalue": "the probe did not finish"}
-                passed, message = False, f"{last.get('ename')}: {last.get('evalue')}"
+            if self._dead_in is not dead_before:
+                # in the grader's words only: an error output of the kernel may be the student's
+                passed, message = False, ("KernelDied: the kernel died while this test called your code; "
+                                          "the cells after it were not run")
+            elif self._interrupted:
+                passed, message = False, (
+                    f"NotebookTimeLimit: the notebook's time budget of {self.notebook_timeout} s ran out during this test"
+                    if self._timeout_kind == "notebook" else
+                    "CellTimeoutError: this test ran longer than its time limit and was interrupted")
             elif errors:
                 ename = errors[-1].get("ename")
                 self.log.info("%s: the probe raised %s: %s", self._label(cell, index), ename,
