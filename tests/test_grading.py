@@ -78,8 +78,17 @@ MUTANTS = _load_mutants()
 
 # Appended as a new first cell of a correct submission: after every cell (test cells included)
 # PyTorch itself emits a UserWarning, printed by ipykernel to stderr.
-#: the labs graded with a warning on stderr after every cell: Lab 1 (probe cells) and Lab 2 (ordinary test cells)
-STDERR_LABS = LABS[:2]
+
+
+def _ordinary_tests(lab) -> bool:
+    """Does the lab have test cells that are not probe cells (autograder.probes)?"""
+    nb = nbformat.read(str(grading.source_path(lab)), as_version=4)
+    return any(c.metadata.get("nbgrader", {}).get("grade") and probes.parse(c.source) is None for c in nb.cells)
+
+
+#: the labs graded with a warning on stderr after every cell: the first (in probe cells) and the first
+#: lab with ordinary test cells, while there is one
+STDERR_LABS = [LABS[0]] + [lab for lab in LABS[1:] if _ordinary_tests(lab)][:1]
 
 STDERR_HOOK = '''\
 # added by tests/test_grading.py: a genuine PyTorch UserWarning on stderr after every cell
@@ -636,7 +645,8 @@ def test_pytorch_warning_on_stderr_keeps_full_marks(graded, lab):
         assert streams and all(o.name == "stdout" for o in streams)
         kept = [o.text for o in streams if o.text.startswith("[stderr]\n")]
         assert kept and "UserWarning" in kept[0], "the warning stays visible in the feedback"
-    assert kinds == ({"probe"} if lab == STDERR_LABS[0] else {"ordinary"}), kinds
+    expected = {"ordinary" if probes.parse(text) is None else "probe" for text in source.values()}
+    assert kinds == expected and (lab != LABS[0] or kinds == {"probe"}), kinds
 
 
 @pytest.mark.slow

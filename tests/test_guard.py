@@ -726,3 +726,36 @@ def test_a_forbidden_method_is_refused_to_the_solution_and_allowed_to_the_tests(
             assert "gmlib.probability.ConjugateGaussian.elbo_mc" in _errors(_by_id(nb)[grade_id])[0][1]
         else:
             assert score == max_score, (grade_id, _errors(_by_id(nb)[grade_id]))
+
+
+def test_a_garbled_message_stops_the_kernel_and_keeps_the_cells_before(monkeypatch):
+    """A kernel out of memory in the middle of a multipart send leaves a message that fails
+    jupyter_client's signature check (seen in the hostile memory bomb): the cell is marked as the one
+    where the kernel died, the kernel is killed, and no exception escapes to fail the whole notebook."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    preprocessor = execute.GuardedExecute()
+    preprocessor.nb = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("y = 2")])
+    preprocessor._nb_bytes = 0
+    preprocessor._timeout_kind = "cell"
+    preprocessor._dead_in = None
+    killed = []
+
+    def garbled(cell, index, **kwargs):
+        raise ValueError("Invalid Signature: b'0123'")
+
+    monkeypatch.setattr(preprocessor, "execute_cell", garbled)
+    monkeypatch.setattr(preprocessor, "_kill_kernel", lambda: killed.append(True))
+    monkeypatch.setattr(preprocessor, "_exit_status", lambda: -9)
+    cell = preprocessor.nb.cells[1]
+    preprocessor._run_code_cell(cell, 1)
+    assert killed == [True] and preprocessor._dead_in is not None
+    (error,) = [o for o in cell.outputs if o.output_type == "error"]
+    assert error.ename == "KernelDied" and "garbled message" in error.evalue
+
+    def other(cell, index, **kwargs):  # any other ValueError is not the kernel's doing: it propagates
+        raise ValueError("something else")
+
+    monkeypatch.setattr(preprocessor, "execute_cell", other)
+    with pytest.raises(ValueError, match="something else"):
+        preprocessor._run_code_cell(preprocessor.nb.cells[0], 0)

@@ -238,6 +238,13 @@ _BUILTIN_ERRORS = frozenset(n for n in dir(__import__("builtins")) if n.endswith
                             or n in ("StopIteration", "KeyboardInterrupt", "GeneratorExit"))
 
 
+def _garbled(err: BaseException) -> bool:
+    """A message of the kernel that failed jupyter_client's signature check: a kernel that ran out of
+    memory in the middle of sending a multipart message leaves its parts to be joined to the next
+    one's (seen with a memory bomb followed by a probe's large output)."""
+    return isinstance(err, ValueError) and str(err).startswith(("Invalid Signature", "Duplicate Signature"))
+
+
 def _checker(paths):
     """The process-wide trusted checker (one per nbgrader process: its torch import is paid once)."""
     global _CHECKER
@@ -588,6 +595,14 @@ def _build_guarded_execute():
             except DeadKernelError:
                 self._flush_stream()
                 self._kernel_died(cell, index)
+            except ValueError as err:
+                if not _garbled(err):
+                    raise
+                self._flush_stream()
+                self.log.error("%s: %s", self._label(cell, index), err)
+                self._kill_kernel()
+                self._kernel_died(cell, index, during="while this cell was running (it sent a garbled message, "
+                                  "as a kernel out of memory can, and was stopped)")
             except CellTimeoutError:
                 self._flush_stream()
                 if self._interrupted:
@@ -792,7 +807,14 @@ def _build_guarded_execute():
                     "locked": "the grader's check after this cell"}[step]
             started = monotonic()
             try:
-                reply = self._silent(code, {"gmlib_guard": expression}, timeout)
+                try:
+                    reply = self._silent(code, {"gmlib_guard": expression}, timeout)
+                except ValueError as err:
+                    if not _garbled(err):
+                        raise
+                    self.log.error("%s: %s", what, err)
+                    self._kill_kernel()
+                    raise DeadKernelError(f"the kernel sent a garbled message during {what}") from None
             except DeadKernelError:
                 cell = self.nb.cells[index] if index is not None else None
                 if cell is not None:
