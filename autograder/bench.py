@@ -224,13 +224,19 @@ def _warm_up(course: Course, lab: str, solo_notebook, one_core: bool = True) -> 
     return _sequential_batch(course, lab, [SOLO], "", one_core=one_core)["wall"]
 
 
-def _sequential_batch(course: Course, lab: str, students: Sequence[str], timings: str = "",
-                      one_core: bool = True) -> dict:
+def _prepare(course: Course, timings: str, one_core: bool) -> None:
+    """Pin ``course``'s batches to one core (or nothing, ``--no-pin``) and say where its timing
+    records go (empty: none)."""
     if one_core:
         _one_core(course)
     else:
         course.pin = False
-    course.env[TIMINGS_ENV] = timings  # empty: no timing records
+    course.env[TIMINGS_ENV] = timings
+
+
+def _sequential_batch(course: Course, lab: str, students: Sequence[str], timings: str = "",
+                      one_core: bool = True) -> dict:
+    _prepare(course, timings, one_core)
     since, start = time.time(), time.perf_counter()
     errors = course.autograde_batch(lab, students)
     wall = time.perf_counter() - start
@@ -289,11 +295,7 @@ def _pair_batch(courses: Sequence[Course], lab: str, halves: Sequence[Sequence[s
     import concurrent.futures
 
     for course, timing in zip(courses, timings):
-        if one_core:
-            _one_core(course)
-        else:
-            course.pin = False
-        course.env[TIMINGS_ENV] = timing
+        _prepare(course, timing, one_core)
     since, start = time.time(), time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(len(courses)) as pool:
         futures = [pool.submit(c.autograde_batch, lab, list(h)) for c, h in zip(courses, halves)]

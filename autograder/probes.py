@@ -221,14 +221,9 @@ def export_code(names: list[str], nonce: str) -> str:
             "del _autograder_payload, _autograder_publish\n")
 
 
-def find_payload(outputs: list, nonce: str) -> tuple[dict | None, str | None]:
-    """``(payload, None)`` from a probe cell's outputs, or ``(None, why)``: exactly one output
-    of type :data:`MIME` must carry this cell's nonce."""
-    found = []
-    for out in outputs:
-        data = out.get("data") if out.get("output_type") in ("display_data", "execute_result") else None
-        if isinstance(data, dict) and MIME in data:
-            found.append(data[MIME])
+def find_payload(found: list, nonce: str) -> tuple[dict | None, str | None]:
+    """``(payload, None)`` from the :data:`MIME` data a probe cell's kernel sent (in the order it
+    came), or ``(None, why)``: there must be exactly one, and it must carry this cell's nonce."""
     if not found:
         return None, "the probe sent no values (the cell stopped before its end, or its output was removed)"
     if len(found) > 1:

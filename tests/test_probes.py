@@ -150,15 +150,14 @@ def test_the_check_uses_its_own_inputs_not_the_kernels():
     assert verdict["message"] == "ProbeError: the probe sent no value for y"
 
 
-def test_find_payload_takes_exactly_one_output_with_the_cells_nonce():
-    good = {"output_type": "display_data", "metadata": {},
-            "data": {probes.MIME: json.dumps({"nonce": "abc", "values": {}, "problems": {}})}}
+def test_find_payload_takes_exactly_one_payload_with_the_cells_nonce():
+    good = json.dumps({"nonce": "abc", "values": {}, "problems": {}})
     assert probes.find_payload([good], "abc")[0] == {"nonce": "abc", "values": {}, "problems": {}}
     assert "does not belong" in probes.find_payload([good], "xyz")[1]
     assert "2 times" in probes.find_payload([good, good], "abc")[1]
-    assert "sent no values" in probes.find_payload([{"output_type": "stream", "name": "stdout", "text": "hi"}], "abc")[1]
-    bad = dict(good, data={probes.MIME: "{not json"})
-    assert "not JSON" in probes.find_payload([bad], "abc")[1]
+    assert "sent no values" in probes.find_payload([], "abc")[1]
+    assert "not JSON" in probes.find_payload(["{not json"], "abc")[1]
+    assert "malformed" in probes.find_payload([json.dumps({"nonce": "abc", "values": []})], "abc")[1]
 
 
 def test_seeds_are_fresh_per_submission_and_distinct_per_cell(monkeypatch):

@@ -10,11 +10,13 @@ which the kernel never does). Its kernels may be started by any ``kernel_manager
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
 import hmac
 import json
 import math
 import os
+import re
 import secrets
 
 from autograder import probes
@@ -234,8 +236,12 @@ def _death_reason(status) -> str:
 #: the trusted checker of this process (autograder.checker), started on the first probe cell
 _CHECKER = None
 #: exception names a failed probe may show (a class the student made could spell anything)
-_BUILTIN_ERRORS = frozenset(n for n in dir(__import__("builtins")) if n.endswith(("Error", "Exception", "Exit"))
-                            or n in ("StopIteration", "KeyboardInterrupt", "GeneratorExit"))
+_BUILTIN_ERRORS = frozenset(name for name, value in vars(builtins).items()
+                            if isinstance(value, type) and issubclass(value, BaseException))
+
+
+#: the start of the guard's ForbiddenCall message (autograder.kernel.guard), the name it refuses first
+_FORBIDDEN_MESSAGE = re.compile(r"([\w.]+) is not allowed in this exercise: write it yourself")
 
 
 def _garbled(err: BaseException) -> bool:
@@ -376,6 +382,7 @@ def _build_guarded_execute():
                 self.log.warning("GuardedExecute always interrupts a cell at its time limit (interrupt_on_timeout)")
                 self.interrupt_on_timeout = True
             forbidden = self._forbidden_for(nb, resources or {})
+            self._forbidden_labels = {f"{module}.{name}" for module, names in forbidden.items() for name in names}
             self._probe_plan = self._plan_probes()
             kernel_starting = monotonic()  # (timing record)
             with self.setup_kernel():
@@ -669,12 +676,17 @@ def _build_guarded_execute():
                 ename = errors[-1].get("ename")
                 self.log.info("%s: the probe raised %s: %s", self._label(cell, index), ename,
                               str(errors[-1].get("evalue"))[:300])  # the grader's log only
-                shown = ename if ename in _BUILTIN_ERRORS else "an exception of a class of your own"
-                passed, message = False, (f"ProbeError: your code raised {shown} while the hidden test called it "
-                                          "(its message and traceback are not shown: they may hold the test's inputs)")
+                forbidden = _FORBIDDEN_MESSAGE.match(str(errors[-1].get("evalue")))
+                if ename == "ForbiddenCall" and forbidden and forbidden.group(1) in self._forbidden_labels:
+                    # the guard's refusal, rebuilt from the grader's own list of names: nothing the kernel chose
+                    passed, message = False, f"ForbiddenCall: {forbidden.group(0)}"
+                else:
+                    shown = ename if ename in _BUILTIN_ERRORS else "an exception of a class of your own"
+                    passed, message = False, (f"ProbeError: your code raised {shown} while the hidden test called "
+                                              "it (its message and traceback are not shown: they may hold the test's "
+                                              "inputs)")
             else:
-                outputs = [{"output_type": "display_data", "data": {probes.MIME: text}} for text in state["payloads"]]
-                payload, why = probes.find_payload(outputs, nonce)
+                payload, why = probes.find_payload(state["payloads"], nonce)
                 if payload is None:
                     passed, message = False, f"ProbeError: {why}"
                 else:
