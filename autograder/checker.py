@@ -25,6 +25,8 @@ import time
 import traceback
 from typing import Any
 
+from autograder.common import one_line
+
 __all__ = ["Checker", "CheckerError", "run_check"]
 
 _MAX_MESSAGE = 400
@@ -35,8 +37,7 @@ class CheckerError(RuntimeError):
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+    return one_line(text, _MAX_MESSAGE)
 
 
 def _failure(err: BaseException, section: str, filename: str) -> str:

@@ -113,8 +113,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-
 from autograder import config, grading
+from autograder.common import one_line as _one_line
 
 __all__ = ["GRADED", "ALREADY_GRADED", "grade_parallel", "main"]
 
@@ -138,11 +138,6 @@ _DIE_WITH_PARENT = (
     "if os.getppid() != int(sys.argv[1]): os._exit(137)  # the worker died before prctl\n"
     "os.execv(sys.argv[2], sys.argv[2:])\n"
 )
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _hide_password(url: str) -> str:

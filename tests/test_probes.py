@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from autograder import probes
+from autograder.common import nbgrader_meta
 from autograder.checker import Checker, run_check
 from autograder.probes import ProbeError
 
@@ -206,15 +207,11 @@ def _source(lab):
     return nbformat.read(str(grading.source_path(lab)), as_version=4)
 
 
-def _meta(cell):
-    return cell.metadata.get("nbgrader", {})
-
-
 def _probe_labs():
     from autograder import grading
 
     return [lab for lab in grading.discover_labs() if any(
-        _meta(c).get("grade") and probes.parse(c.source) for c in _source(lab).cells)]
+        nbgrader_meta(c).get("grade") and probes.parse(c.source) for c in _source(lab).cells)]
 
 
 @pytest.mark.parametrize("seed", [1, 20261206, 2**31 - 1])
@@ -227,25 +224,25 @@ def test_the_solution_passes_every_probe_cell_split_as_the_grader_splits_it(lab,
     import io
 
     nb = _source(lab)
-    setup = [c.source for c in nb.cells if _meta(c).get("grade_id") == "setup"]
+    setup = [c.source for c in nb.cells if nbgrader_meta(c).get("grade_id") == "setup"]
     kernel: dict = {"__name__": "__lab__"}
     checked = 0
     with torch.random.fork_rng(), contextlib.redirect_stdout(io.StringIO()):
         for cell in nb.cells:
-            if cell.cell_type != "code" or not _meta(cell):
+            if cell.cell_type != "code" or not nbgrader_meta(cell):
                 continue
-            probe_cell = probes.parse(cell.source) if _meta(cell).get("grade") else None
-            if _meta(cell).get("grade") and probe_cell is None:
+            probe_cell = probes.parse(cell.source) if nbgrader_meta(cell).get("grade") else None
+            if nbgrader_meta(cell).get("grade") and probe_cell is None:
                 continue  # an ordinary hidden test: not this test's business
             if probe_cell is None:
                 exec(compile(cell.source, "<cell>", "exec"), kernel)  # noqa: S102 - the course's own cells
                 continue
-            cell_seed = probes.seed_for(seed, _meta(cell)["grade_id"])
+            cell_seed = probes.seed_for(seed, nbgrader_meta(cell)["grade_id"])
             exec(compile(f"GRADER_SEED = {cell_seed}\n{probe_cell.inputs}\n{probe_cell.probe}", "<probe>", "exec"), kernel)  # noqa: S102
             payload = _payload(probe_cell.exported, kernel)
             verdict = run_check({"setup": setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
                                  "seed": cell_seed, "exported": probe_cell.exported, "payload": payload})
-            assert verdict["passed"], (_meta(cell)["grade_id"], verdict["message"])
+            assert verdict["passed"], (nbgrader_meta(cell)["grade_id"], verdict["message"])
             checked += 1
     assert checked > 0
 
@@ -258,10 +255,10 @@ def test_every_check_says_what_failed(lab):
 
     silent = []
     for cell in _source(lab).cells:
-        probe_cell = probes.parse(cell.source) if _meta(cell).get("grade") else None
+        probe_cell = probes.parse(cell.source) if nbgrader_meta(cell).get("grade") else None
         if probe_cell is None:
             continue
         for node in ast.walk(ast.parse(probe_cell.check)):
             if isinstance(node, ast.Assert) and node.msg is None:
-                silent.append(f"{_meta(cell)['grade_id']}: {ast.get_source_segment(probe_cell.check, node)}")
+                silent.append(f"{nbgrader_meta(cell)['grade_id']}: {ast.get_source_segment(probe_cell.check, node)}")
     assert not silent, silent

@@ -634,6 +634,9 @@ def _build_guarded_execute():
             (a :class:`probes.ProbeError` for a malformed one). Made before the guard's setup, which
             must know the code of every locked cell the kernel will run."""
             plan = {}
+            # what the checker runs before a lab's checks: the course's setup cell(s), as restored
+            self._checker_setup = [c.source for c in self.nb.cells if c.cell_type == "code"
+                                   and _nbgrader_meta(c).get("grade_id") in self.checker_setup_cells]
             for index, cell in enumerate(self.nb.cells):
                 if cell.cell_type != "code" or not _is_grade(cell):
                     continue
@@ -694,9 +697,7 @@ def _build_guarded_execute():
                     timeout = float(self.timeout or 600)
                     if left != math.inf:
                         timeout = max(1.0, min(timeout, left))
-                    setup = [c.source for c in self.nb.cells if c.cell_type == "code"
-                             and _nbgrader_meta(c).get("grade_id") in self.checker_setup_cells]
-                    request = {"setup": setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
+                    request = {"setup": self._checker_setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
                                "seed": seed, "exported": probe_cell.exported,
                                "payload": payload}
                     try:
