@@ -2,7 +2,7 @@ r"""Where a submission's seconds go: the grading pipeline against stock nbgrader
 
 Command line (``python -m autograder.bench [--course DIR] ...``)::
 
-    [--labs LAB ...] [--per-lab N] [--root DIR] [--json FILE] [--quick] [--no-pin]
+    [--labs LAB ...] [--per-lab N] [--root DIR] [--json FILE] [--quick] [--no-pin] [--no-parallel]
 
 For each lab (default: every lab of the course) it builds one batch of ``N`` submissions
 (default 20): the solution, the blank release, and the solution with one plausible mistake
@@ -27,7 +27,8 @@ and grades that same batch four ways, each in a fresh scratch course under ``--r
   two local Dask workers, into a throwaway PostgreSQL gradebook (Debian's server binaries,
   ``/usr/lib/postgresql/*/bin``); each worker's batch claims a core of its own. Without the
   binaries the run uses ``grade_parallel``'s explicit SQLite override and says so; ``--quick``
-  skips this configuration instead.
+  skips this configuration instead, and ``--no-parallel`` always (the smoke test: the 2-worker
+  path has tests of its own, ``tests/test_parallel_grading.py``).
 
 Every pipeline configuration starts from no preloaded zygote (:mod:`autograder.sandbox.zygote`)
 and first grades the solution alone, untimed by its batch: that kernel starts the machine's zygote,
@@ -589,7 +590,7 @@ def _core_seconds(config: str, run: dict) -> float:
 
 
 def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: bool = False,
-              out=print, one_core: bool = True) -> dict:
+              out=print, one_core: bool = True, parallel: bool = True) -> dict:
     """Grade the batches, print the table and the breakdown; return everything as a dict."""
     started = time.perf_counter()
     configs = [STOCK, SEQUENTIAL, PARALLEL] if quick else [STOCK, SEQUENTIAL, PAIR, PARALLEL]
@@ -597,9 +598,13 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
     if quick:
         skipped[PAIR] = "skipped (--quick)"
     notes: list[str] = []
-    why = postgres_missing()
+    why = postgres_missing() if parallel else None
     allow_sqlite = False
-    if why and quick:
+    if not parallel:
+        configs.remove(PARALLEL)
+        skipped[PARALLEL] = "skipped (--no-parallel)"
+        out(f"note: {CONFIGURATIONS[PARALLEL]} {skipped[PARALLEL]}")
+    elif why and quick:
         configs.remove(PARALLEL)
         skipped[PARALLEL] = f"skipped (--quick): no PostgreSQL gradebook for parallel writers: {why}"
         out(f"note: {CONFIGURATIONS[PARALLEL]} {skipped[PARALLEL]}")
@@ -774,6 +779,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "its one core; the smoke test uses this)")
     parser.add_argument("--quick", action="store_true",
                         help="one lab, 3 submissions; no 2-worker run without PostgreSQL (the smoke test)")
+    parser.add_argument("--no-parallel", action="store_true",
+                        help="skip the 2-worker configuration (no Dask cluster, no PostgreSQL)")
     args = parser.parse_args(argv)
     printed: list[str] = []
 
@@ -796,7 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not labs:
             raise GradingError(f"no labs in {repo}")
         root = Path(args.root) if args.root else repo / grading.GRADING_DIR / "bench"
-        report = run_bench(labs, per_lab, repo, root, quick=args.quick, out=out, one_core=not args.no_pin)
+        report = run_bench(labs, per_lab, repo, root, quick=args.quick, out=out, one_core=not args.no_pin,
+                           parallel=not args.no_parallel)
     except (GradingError, CourseNotFound) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

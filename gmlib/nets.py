@@ -159,7 +159,11 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.side // 2
-        out = self.net(self.fc(z).view(-1, self.channels, h, h)) + self.bias  # (N, P, side, side)
+        # channels last (NHWC in memory): the CPU convolutions run about twice as fast on it (0.051 -> 0.025 s
+        # for 512 codes of the digits' decoder on one thread, 2026-12-07), and the output, already laid out
+        # pixel by pixel, needs no copy to become (N, D, P). Same values up to float32 rounding.
+        maps = self.fc(z).view(-1, self.channels, h, h).contiguous(memory_format=torch.channels_last)
+        out = self.net(maps) + self.bias  # (N, P, side, side)
         out = out.permute(0, 2, 3, 1).reshape(z.shape[0], self.side * self.side, self.param_size)
         return out.squeeze(-1) if self.param_size == 1 else out  # (N, D, P) or (N, D)
 

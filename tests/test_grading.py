@@ -231,6 +231,27 @@ def _load_config(tmp_path, monkeypatch, url=None):
     return PyFileConfigLoader("nbgrader_config.py", path=str(tmp_path)).load_config()
 
 
+def test_a_new_gradebook_is_stamped_with_the_revision_alembic_reports(tmp_path, monkeypatch):
+    """run_nbgrader reads nbgrader's schema head in process: the revision `alembic heads` prints (nbgrader's own
+    function, which runs it), and the one a gradebook created through nbgrader's Gradebook records."""
+    import sqlite3
+
+    import nbgrader.api as api
+
+    from autograder import run_nbgrader
+
+    run_nbgrader.alembic_head_in_process()
+    run_nbgrader.alembic_head_in_process()  # idempotent: the original stays reachable
+    assert api.get_alembic_version.in_process
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    by_command = api.get_alembic_version.original()
+    assert re.fullmatch(r"[0-9a-f]{12}", by_command), by_command
+    assert api.get_alembic_version() == by_command
+    api.Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}").close()
+    with sqlite3.connect(tmp_path / "gradebook.db") as db:
+        assert db.execute("select version_num from alembic_version").fetchall() == [(by_command,)]
+
+
 def test_config_maps_the_course_onto_the_repository(tmp_path, monkeypatch):
     cfg = _load_config(tmp_path, monkeypatch)
     cd = cfg.CourseDirectory
