@@ -32,7 +32,9 @@ and grades that same batch four ways, each in a fresh scratch course under ``--r
 
 Every pipeline configuration starts from no preloaded zygote (:mod:`autograder.sandbox.zygote`)
 and first grades the solution alone, untimed by its batch: that kernel starts the machine's zygote,
-which then serves the batch, as it serves every batch of a class after the first.
+which then serves the batch, as it serves every batch of a class after the first. ``--quick`` (the
+smoke test, run beside other tests) does neither: it leaves the machine's zygotes alone and its
+first submission may start one.
 
 It prints, per lab and configuration, the median and mean seconds per submission, the
 batch's wall time, submissions per core-hour and the speed-up of two batches and of two workers; a projection
@@ -450,12 +452,14 @@ def _bench_lab(lab: str, n: int, repo: Path, root: Path, configs: Sequence[str],
         warm_up = None
         if config == STOCK:
             course = _scratch_course(where, lab, repo, batch, stock=True)
-            _no_zygote()  # stock nbgrader executes its kernels: no zygote
+            if solo:
+                _no_zygote()  # stock nbgrader executes its kernels: no zygote
             run = _sequential_batch(course, lab, students, one_core=one_core)
         elif config == SEQUENTIAL:
             course = _scratch_course(where, lab, repo, batch)
             timings = where / "timings.jsonl"
-            warm_up = _warm_up(course, lab, solution, one_core)
+            # --quick (the smoke test, beside other tests): no warm-up, and the machine's zygotes left alone
+            warm_up = _warm_up(course, lab, solution, one_core) if solo else None
             run = _sequential_batch(course, lab, students, str(timings), one_core=one_core)
             run["solo_wall"] = None
             if solo:  # the batch of 1 again, the zygote warm: an nbgrader process's fixed cost
@@ -621,10 +625,14 @@ def run_bench(labs: Sequence[str], per_lab: int, repo: Path, root: Path, quick: 
                      f"timed) before it, as a class's cluster is started once for many batches")
         notes.append("Dask starts its workers with OMP_NUM_THREADS=1 (distributed.nanny.pre-spawn-environ), which "
                      "their nbgrader processes and kernels inherit")
-    notes.append("every pipeline configuration starts from no zygote and grades the solution alone before its "
-                 "batch (the figure after 'before it'): that kernel starts the machine's zygote, which then serves "
-                 "the batch, as it serves every batch of a class after the first (it exits after 2 minutes "
-                 "without a kernel); the batch's wall time is the steady state's")
+    if quick:
+        notes.append("--quick: no warm-up, and the machine's zygotes left as they are (the first submission may "
+                     "start one)")
+    else:
+        notes.append("every pipeline configuration starts from no zygote and grades the solution alone before its "
+                     "batch (the figure after 'before it'): that kernel starts the machine's zygote, which then serves "
+                     "the batch, as it serves every batch of a class after the first (it exits after 2 minutes "
+                     "without a kernel); the batch's wall time is the steady state's")
     if PAIR in configs:
         notes.append(f"{CONFIGURATIONS[PAIR]}: the batch in two halves, each a pipeline batch on a core of its own "
                      "(its own nbgrader process and SQLite gradebook), both at once: what this machine gives two "

@@ -590,9 +590,8 @@ def graded(tmp_path_factory):
         release, source = _read(grading.release_path(lab)), _read(grading.source_path(lab))
         solution = grading.fill_solutions(release, source)
         if lab == LABS[0]:
-            # The first lab here; every lab's solution (full marks) and blank release (0) are
-            # autograded by tests/test_integrity.py's run, beside its mutants.
-            _add(subs, lab, "auto-solution", solution)
+            # The first lab's committed release here (its solution: the example "perfect"); every lab's
+            # solution (full marks) and blank release (0) are autograded by tests/test_integrity.py's run.
             _add(subs, lab, "auto-release", release)
         if lab in STDERR_LABS:
             _add(subs, lab, "auto-stderr", _with_stderr_hook(solution))
@@ -626,13 +625,6 @@ def _result(graded, lab, student) -> grading.SubmissionResult:
 
 def _autograded(graded, lab, student):
     return _read(graded["course"].path("autograded", student, lab))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("lab", LABS[:1])  # every lab: tests/test_integrity.py
-def test_solution_scores_full_marks(graded, lab):
-    r = _result(graded, lab, "auto-solution")
-    assert r.max_score > 0 and r.score == r.max_score, r.cells
 
 
 @pytest.mark.slow
@@ -790,8 +782,8 @@ def test_a_submission_that_stops_nbgrader_does_not_cost_the_others(graded):
     assert scores[(lab, "batch-a-old-schema")].score == 0
     assert scores[(lab, "batch-b-release")].score == 0 and course.path("autograded", "batch-b-release", lab).is_file()
     # the students graded before were left alone
-    assert course.path("autograded", "auto-solution", lab).is_file()
-    assert scores[(lab, "auto-solution")].score == scores[(lab, "auto-solution")].max_score
+    assert course.path("autograded", "perfect", lab).is_file()
+    assert scores[(lab, "perfect")].score == scores[(lab, "perfect")].max_score
 
 
 def test_parallel_chunks_share_the_batch_between_the_workers():
@@ -814,3 +806,43 @@ def test_chunk_without_a_cluster_is_refused_in_one_line(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip() == "error: --chunk sets the submissions per Dask task: give it with --jobs N or --scheduler ADDRESS"
+
+
+def test_the_tree_snapshot_sees_every_change_outside_what_the_grader_writes(tmp_path):
+    """autograder.integrity's before/after check of a hostile batch: contents, modes, links, added and removed
+    entries are reported; what the grader itself writes (the graded copies, the gradebook's contents) is not."""
+    from autograder import integrity
+
+    course = tmp_path / "course"
+    (course / "_grading" / "autograded" / "s1").mkdir(parents=True)
+    (course / "_grading" / "submitted" / "s1").mkdir(parents=True)
+    (course / "_grading" / "gradebook.db").write_text("grades")
+    (course / "_grading" / "submitted" / "s1" / "lab.ipynb").write_text("{}")
+    (course / "solutions").mkdir()
+    (course / "solutions" / "lab.ipynb").write_text("solution")
+    (course / "keep.txt").write_text("keep")
+    roots = {"course": course}
+
+    def skip(label, rel):
+        return any(rel == Path(w) or Path(w) in rel.parents for w in integrity._GRADER_WRITES)
+
+    before = integrity._tree_state(roots, skip)
+    assert integrity._tree_changes(before, integrity._tree_state(roots, skip)) == []
+    (course / "_grading" / "autograded" / "s1" / "lab.ipynb").write_text("graded")  # the grader's: not reported
+    (course / "_grading" / "gradebook.db").write_text("new grades")
+    assert integrity._tree_changes(before, integrity._tree_state(roots, skip)) == []
+
+    (course / "solutions" / "lab.ipynb").write_text("changed")
+    (course / "keep.txt").chmod(0o600)
+    (course / "_grading" / "submitted" / "s1" / "lab.ipynb").unlink()
+    (course / "_grading" / "submitted" / "s1" / "lab.ipynb").symlink_to(course / "solutions" / "lab.ipynb")
+    (course / "ATTACK").write_text("x")
+    os.mkfifo(course / "pipe")
+    changes = integrity._tree_changes(before, integrity._tree_state(roots, skip))
+    assert changes == [
+        "course/ATTACK (file added: the tree changed)",
+        "course/_grading/submitted/s1/lab.ipynb (kind, contents, mode changed)",
+        "course/keep.txt (mode changed)",
+        "course/pipe (special file added: the tree changed)",
+        "course/solutions/lab.ipynb (contents changed)",
+    ], changes

@@ -262,3 +262,53 @@ def test_every_check_says_what_failed(lab):
             if isinstance(node, ast.Assert) and node.msg is None:
                 silent.append(f"{nbgrader_meta(cell)['grade_id']}: {ast.get_source_segment(probe_cell.check, node)}")
     assert not silent, silent
+
+
+def _garbage(value, kind):
+    """``value`` with every floating-point tensor (and float) filled with ``kind``'s value, every integer tensor
+    zeroed: shapes and dtypes right, values no answer."""
+    fill = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan, "zeros": 0.0}[kind]
+    if isinstance(value, torch.Tensor):
+        return torch.full_like(value, fill) if value.is_floating_point() else torch.zeros_like(value)
+    if isinstance(value, float):
+        return fill
+    if isinstance(value, (list, tuple)):
+        return type(value)(_garbage(v, kind) for v in value)
+    if isinstance(value, dict):
+        return {k: _garbage(v, kind) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("lab", _probe_labs())
+def test_no_check_passes_values_that_are_no_answer(lab):
+    """Every probe cell fails when the values its PROBE sends have the right shapes and dtypes but are all
+    +inf, all -inf, all NaN or all zeros (a check made only of inequalities, `est <= bound + 4 * se`, passes
+    +inf: Lab 1's Exercise 5 visible test did, found by the hostile case inf-outputs on 2026-12-07)."""
+    import contextlib
+    import io
+
+    nb = _source(lab)
+    setup = [c.source for c in nb.cells if nbgrader_meta(c).get("grade_id") == "setup"]
+    kernel: dict = {"__name__": "__lab__"}
+    passed = []
+    with torch.random.fork_rng(), contextlib.redirect_stdout(io.StringIO()):
+        for cell in nb.cells:
+            if cell.cell_type != "code" or not nbgrader_meta(cell):
+                continue
+            probe_cell = probes.parse(cell.source) if nbgrader_meta(cell).get("grade") else None
+            if nbgrader_meta(cell).get("grade") and probe_cell is None:
+                continue
+            if probe_cell is None:
+                exec(compile(cell.source, "<cell>", "exec"), kernel)  # noqa: S102 - the course's own cells
+                continue
+            grade_id = nbgrader_meta(cell)["grade_id"]
+            seed = probes.seed_for(7, grade_id)
+            exec(compile(f"GRADER_SEED = {seed}\n{probe_cell.inputs}\n{probe_cell.probe}", "<probe>", "exec"), kernel)  # noqa: S102
+            for kind in ("inf", "-inf", "nan", "zeros"):
+                forged = {name: _garbage(kernel[name], kind) for name in probe_cell.exported}
+                payload = _payload(probe_cell.exported, forged)
+                verdict = run_check({"setup": setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
+                                     "seed": seed, "exported": probe_cell.exported, "payload": payload})
+                if verdict["passed"]:
+                    passed.append(f"{grade_id} ({kind})")
+    assert not passed, f"probe cells that pass values that are no answer: {passed}"

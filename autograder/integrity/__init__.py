@@ -110,6 +110,79 @@ def _library_dirs(repo=None) -> list[Path]:
     return dirs
 
 
+#: what the grader itself writes in a scratch course during a batch: the graded copies, and the gradebook's
+#: contents (its mode is watched apart) with SQLite's journal beside it
+_GRADER_WRITES = ("_grading/autograded", "_grading/gradebook.db", "_grading/gradebook.db-journal")
+
+
+def _tree_state(roots: dict[str, Path], skip: Callable[[str, Path], bool]) -> dict[str, tuple]:
+    """Every entry under each ``{label: root}`` but those ``skip(label, relative path)`` leaves out:
+    ``{"label/relative": (kind, sha256 of a file or a link's target, mode, owner)}``. Links are read,
+    never followed."""
+    import hashlib
+    import stat
+
+    state: dict[str, tuple] = {}
+    for label, root in roots.items():
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            here = Path(dirpath).relative_to(root)
+            dirnames[:] = [n for n in dirnames if not skip(label, here / n)]
+            for name in [*dirnames, *filenames]:
+                rel = here / name
+                if skip(label, rel):
+                    continue
+                path = root / rel
+                st = path.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    kind, what = "link", os.readlink(path)
+                elif stat.S_ISREG(st.st_mode):
+                    kind, what = "file", hashlib.sha256(path.read_bytes()).hexdigest()
+                elif stat.S_ISDIR(st.st_mode):
+                    kind, what = "folder", None
+                else:
+                    kind, what = "special file", None
+                state[f"{label}/{rel}"] = (kind, what, stat.S_IMODE(st.st_mode), st.st_uid)
+    return state
+
+
+def _tree_changes(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:
+    """What differs between two :func:`_tree_state` snapshots, one line per entry."""
+    out = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        if old is None:
+            out.append(f"{key} ({new[0]} added: the tree changed)")
+        elif new is None:
+            out.append(f"{key} ({old[0]} removed: the tree changed)")
+        else:
+            what = [w for w, a, b in zip(("kind", "contents", "mode", "owner"), old, new) if a != b]
+            out.append(f"{key} ({', '.join(what)} changed)")
+    return out
+
+
+def _watched_trees(scratch: Path, repo: Path | None) -> tuple[dict[str, Path], Callable[[str, Path], bool]]:
+    """The trees a batch must leave as they are: the scratch course (but what the grader writes in it) and
+    the repository's course files the sandbox shows the kernel (library packages, the autograder, the
+    solutions and releases, the configuration); Python's bytecode caches aside."""
+    repo_root = course_root(repo)
+    roots = {"course": scratch, "repository": repo_root}
+    shown = {"autograder", "solutions", "notebooks", "nbgrader_config.py",
+             *(d.name for d in _library_dirs(repo) if d.parent == repo_root)}
+
+    def skip(label: str, rel: Path) -> bool:
+        if rel.name == "__pycache__":
+            return True
+        if label == "repository":
+            return rel.parts[0] not in shown
+        return any(rel == Path(w) or Path(w) in rel.parents for w in _GRADER_WRITES)
+
+    return roots, skip
+
+
 def references_of(lab: str, repo=None) -> dict:
     """``{name: reference function}`` of ``lab`` from the course's reference modules."""
     import importlib
@@ -527,6 +600,154 @@ _display.publish_display_data = _forge
 print("ATTACK forge-probe: installed")
 '''
 
+# The attacks on what a probe sends: after every cell, each of the lab's exercise functions is wrapped so
+# that its results are {what}. The functions themselves are the solution's.
+_WRAP_OUTPUTS = r'''
+# hostile: the exercise functions' results {what}
+import IPython as _IPython
+
+_hostile_names = {solution_names}
+_hostile_ip = _IPython.get_ipython()
+
+
+def _hostile_map(value, tensor_fn):
+    import torch as _torch
+
+    if isinstance(value, _torch.Tensor):
+        return tensor_fn(value)
+    if isinstance(value, float):
+        return tensor_fn(_torch.tensor(value)).item() if {floats} else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_hostile_map(v, tensor_fn) for v in value)
+    return value
+
+
+{transform}
+
+
+def _hostile_wrap(result=None):
+    namespace = _hostile_ip.user_ns
+    for _name in _hostile_names:
+        _f = namespace.get(_name)
+        if callable(_f) and not getattr(_f, "_hostile", False):
+            def _wrapped(*args, _f=_f, **kwargs):
+                return _hostile_result(_f(*args, **kwargs), args)
+            _wrapped._hostile = True
+            namespace[_name] = _wrapped
+
+
+_hostile_ip.events.register("post_run_cell", _hostile_wrap)
+print("ATTACK {name}: installed")
+'''
+
+_OUTPUT_ATTACKS = {
+    # name: (what, transform defining _hostile_result(result, args), floats too)
+    "nan-outputs": ("replaced by NaN (same shapes and dtypes)", '''
+def _hostile_result(result, args):
+    import torch as _torch
+    return _hostile_map(result, lambda t: _torch.full_like(t, float("nan")) if t.is_floating_point() else t)
+''', True),
+    "inf-outputs": ("replaced by +inf (same shapes and dtypes)", '''
+def _hostile_result(result, args):
+    import torch as _torch
+    return _hostile_map(result, lambda t: _torch.full_like(t, float("inf")) if t.is_floating_point() else t)
+''', True),
+    "meta-outputs": ("moved to PyTorch's meta device (shapes and dtypes without values)", '''
+def _hostile_result(result, args):
+    return _hostile_map(result, lambda t: t.to("meta"))
+''', False),
+    "lookalike-outputs": ("replaced by look-alike objects (shape, dtype, every comparison true, allclose)", '''
+class _LookAlike:
+    def __init__(self, t):
+        self.shape, self.dtype, self.device = t.shape, t.dtype, t.device
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __lt__(self, other): return True
+    def __le__(self, other): return True
+    def __gt__(self, other): return True
+    def __ge__(self, other): return True
+    def __bool__(self): return True
+    def __abs__(self): return self
+    def __sub__(self, other): return self
+    __rsub__ = __add__ = __radd__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __sub__
+    def __getattr__(self, name): return lambda *a, **k: self
+    def __iter__(self): return iter([self])
+    def __len__(self): return 1
+    def __float__(self): return 0.0
+    def item(self): return 0.0
+    def tolist(self): return []
+
+
+def _hostile_result(result, args):
+    return _hostile_map(result, _LookAlike)
+''', False),
+    "huge-outputs": ("padded to 64 MB of float64 (over the 32 MB a probe may send)", '''
+def _hostile_result(result, args):
+    import torch as _torch
+    return [result, _torch.zeros(8_000_000, dtype=_torch.float64)]
+''', False),
+    "deep-outputs": ("nested 5000 lists deep", '''
+def _hostile_result(result, args):
+    for _ in range(5000):
+        result = [result]
+    return result
+''', False),
+    "float32-outputs": ("cast to float32 (a wrong dtype: the tests work in float64)", '''
+def _hostile_result(result, args):
+    import torch as _torch
+    return _hostile_map(result, lambda t: t.float() if t.is_floating_point() else t)
+''', False),
+    "memoise-inputs": ("remembered: every call's tensor arguments are stored with its result, and a call on "
+                       "arguments seen before gets the stored result back", '''
+_hostile_memo = {}
+
+
+def _hostile_result(result, args):
+    import torch as _torch
+    key = tuple(a.detach().cpu().numpy().tobytes() if isinstance(a, _torch.Tensor) else repr(a) for a in args)
+    return _hostile_memo.setdefault(key, result)
+''', False),
+    "alias-inputs": ("right, but the functions then add 1 to every floating-point tensor argument in place", '''
+def _hostile_result(result, args):
+    import torch as _torch
+    for a in args:
+        if isinstance(a, _torch.Tensor) and a.is_floating_point() and not a.requires_grad:
+            a.add_(1.0)
+    return result
+''', False),
+    "hang-in-probe": ("right, but the first call made while graded never returns (GRADER_SEED set)", '''
+_hostile_state = {"hung": False}
+
+
+def _hostile_result(result, args):
+    if globals().get("GRADER_SEED") and not _hostile_state["hung"]:
+        _hostile_state["hung"] = True
+        import time as _time
+        while True:
+            _time.sleep(1)
+    return result
+''', False),
+    "die-in-probe": ("right, but the kernel exits (os._exit) in the first call made while graded", '''
+def _hostile_result(result, args):
+    if globals().get("GRADER_SEED"):
+        import os as _os
+        _os._exit(3)
+    return result
+''', False),
+}
+
+
+def _output_attack(name: str):
+    what, transform, floats = _OUTPUT_ATTACKS[name]
+
+    def build(ctx):
+        code = _WRAP_OUTPUTS.format(what=what, transform=transform.strip(), name=name, floats=floats,
+                                    solution_names=repr(sorted(set(ctx.solution_names()))))
+        return ctx.after_setup(ctx.copy("solution"), code, f"hostile-{name}")
+
+    return build
+
+
 _PATCH_GMLIB = r'''
 # hostile: replace gmlib's functions and checks, and the helpers of the read-only cells
 import sys as _sys, types as _types
@@ -904,6 +1125,24 @@ def hostile_cases(lab: str, reference_calls: dict | None = None, repo: Path | No
                     _patch_stats, bound="mutated"),
         HostileCase("forge-probe", "every probe's values rewritten (tensors zeroed, problems hidden) and sent twice",
                     _forge_probe, bound="mutated"),
+        HostileCase("nan-outputs", "every exercise function's results replaced by NaN", _output_attack("nan-outputs")),
+        HostileCase("inf-outputs", "every exercise function's results replaced by +inf", _output_attack("inf-outputs")),
+        HostileCase("meta-outputs", "results on the meta device: shapes and dtypes without values",
+                    _output_attack("meta-outputs")),
+        HostileCase("lookalike-outputs", "results replaced by objects with a shape and a dtype whose every comparison "
+                    "is true", _output_attack("lookalike-outputs")),
+        HostileCase("huge-outputs", "results padded to 64 MB, over what a probe may send", _output_attack("huge-outputs")),
+        HostileCase("deep-outputs", "results nested 5000 lists deep", _output_attack("deep-outputs")),
+        HostileCase("float32-outputs", "right results cast to float32", _output_attack("float32-outputs"),
+                    bound="solution"),
+        HostileCase("memoise-inputs", "results remembered by their tensor arguments and replayed on a repeated call",
+                    _output_attack("memoise-inputs"), bound="solution"),
+        HostileCase("alias-inputs", "right results, then every tensor argument changed in place",
+                    _output_attack("alias-inputs"), bound="solution"),
+        HostileCase("hang-in-probe", "the first call under grading never returns (the cell's time limit)",
+                    _output_attack("hang-in-probe"), bound="solution"),
+        HostileCase("die-in-probe", "the kernel exits in the first call under grading", _output_attack("die-in-probe"),
+                    bound="solution"),
         HostileCase("swallow-errors", "set_custom_exc, showtraceback, excepthook, and a hook that clears failed outputs",
                     _swallow, bound="mutated"),
         HostileCase("leak-hidden", "a post_run_cell hook prints every cell's source, a later cell prints In: the hidden "
@@ -1042,12 +1281,16 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
         canary.chmod(0o600)
         gradebook = course.root / grading.GRADING_DIR / "gradebook.db"  # a scratch course's: SQLite
         watched = {p: (p.stat().st_mode, p.read_bytes() if p == canary else None) for p in (canary, gradebook) if p.is_file()}
+        # and every other file of the course and of the repository's course files, before and after
+        trees, skip = _watched_trees(course.root, repo)
+        tree_before = _tree_state(trees, skip)
         start = time.perf_counter()
         errors = course.autograde_batch(lab, students)
         seconds = time.perf_counter() - start
         changed = [f"{p} ({'mode' if p.stat().st_mode != mode else 'contents'} changed)"
                    for p, (mode, data) in watched.items()
                    if p.stat().st_mode != mode or (data is not None and p.read_bytes() != data)]
+        changed += _tree_changes(tree_before, _tree_state(trees, skip))
         scores = read_scores(course.db_url)
     finally:
         server.shutdown()
