@@ -19,7 +19,6 @@ Kernels take about 1.5 s to start: each notebook module-scoped fixture runs once
 from __future__ import annotations
 
 import ast
-import copy
 import json
 import math
 import re
@@ -671,13 +670,11 @@ def test_lab01_solution_keeps_full_marks_under_the_guard(tmp_path):
     print(f"\nlab01 under the guard: {seconds:.1f} s, of which the guard {preprocessor.guard_seconds}")
 
 
-@pytest.mark.slow
-def test_lab06_solution_keeps_full_marks_under_the_guard(tmp_path):
-    nb = _lab_notebook("lab06")
-    assert nb.metadata["autograder"]["forbidden"]["gmlib.gan"]  # its forbidden references are enforced
-    nb, seconds, preprocessor = _run(copy.deepcopy(nb), tmp_path, timeout=600)
-    _check_full_marks(nb)
-    print(f"\nlab06 under the guard: {seconds:.1f} s, of which the guard {preprocessor.guard_seconds}")
+# Every lab's solution, Lab 6's (whose forbidden references are enforced) among them, keeps full marks under the
+# guard in tests/test_integrity.py's run: real nbgrader, the course's whole pipeline (a Lab 6 run here repeated it,
+# 17 s of the grading stream, until 2026-12-07).
+def test_lab06_forbids_its_references():
+    assert _lab_notebook("lab06").metadata["autograder"]["forbidden"]["gmlib.gan"]
 
 
 # Exercise isolation (labrefs): the later exercise's tests bind the reference versions of

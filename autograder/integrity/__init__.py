@@ -1240,6 +1240,13 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
                        fixtures.get("REFERENCE_CALLS", {}))
         honest = {"honest-solution": ctx.solution, "honest-mutated": ctx.mutated, "honest-blank": ctx.release}
         env = dict(HOSTILE_LIMITS)
+        # One secret seed for every submission of both batches (drawn afresh per run; $AUTOGRADER_SEED fixes it):
+        # a hostile score is compared with an honest one, so both must see the same hidden inputs (a mistake may
+        # pass a statistical cell on some inputs and fail it on others).
+        from autograder import probes
+
+        seed = probes.submission_seed()
+        env[probes.SEED_ENV] = str(seed)
 
         clean = Course.create(grading._fresh_root(root / "clean", repo), [lab], repo)
         clean.env.update(env)
@@ -1274,7 +1281,7 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
             course.submit_notebook(lab, s, nb)
         students = [c.name for c in cases if c.name not in refused] + list(honest)
         out(f"{lab}: autograding {len(honest)} honest and {len(cases)} hostile submissions "
-            f"({len(refused)} refused as files)")
+            f"({len(refused)} refused as files), the hidden tests' seed {seed} for all")
         # files outside every submission that the attacks aim at: their bytes and modes must not change
         canary = course.root / grading.GRADING_DIR / f"CANARY-{token}"
         canary.write_text("a file outside every submission\n")
