@@ -214,36 +214,45 @@ def _probe_labs():
         nbgrader_meta(c).get("grade") and probes.parse(c.source) for c in _source(lab).cells)]
 
 
-@pytest.mark.parametrize("seed", [1, 20261206, 2**31 - 1])
-@pytest.mark.parametrize("lab", _probe_labs())
-def test_the_solution_passes_every_probe_cell_split_as_the_grader_splits_it(lab, seed):
-    """The kernel half (the solution's namespace: INPUTS and PROBE with the cell's seed) and the
-    checker half (its own namespace: the setup cell, INPUTS again, the decoded values, CHECK) of
-    every probe cell agree for the solution, whatever the submission's seed."""
+def _kernel_halves(lab, seed):
+    """The kernel half of every probe cell of ``lab``'s solution, in order, as the grader runs it: yields
+    ``(grade_id, probe cell, the cell's seed, the kernel's namespace after INPUTS and PROBE, the setup
+    sources the checker runs)``; the other code cells run in between (ordinary hidden tests skipped)."""
     import contextlib
     import io
 
     nb = _source(lab)
     setup = [c.source for c in nb.cells if nbgrader_meta(c).get("grade_id") == "setup"]
     kernel: dict = {"__name__": "__lab__"}
-    checked = 0
     with torch.random.fork_rng(), contextlib.redirect_stdout(io.StringIO()):
         for cell in nb.cells:
             if cell.cell_type != "code" or not nbgrader_meta(cell):
                 continue
             probe_cell = probes.parse(cell.source) if nbgrader_meta(cell).get("grade") else None
             if nbgrader_meta(cell).get("grade") and probe_cell is None:
-                continue  # an ordinary hidden test: not this test's business
+                continue  # an ordinary hidden test: not these tests' business
             if probe_cell is None:
                 exec(compile(cell.source, "<cell>", "exec"), kernel)  # noqa: S102 - the course's own cells
                 continue
-            cell_seed = probes.seed_for(seed, nbgrader_meta(cell)["grade_id"])
+            grade_id = nbgrader_meta(cell)["grade_id"]
+            cell_seed = probes.seed_for(seed, grade_id)
             exec(compile(f"GRADER_SEED = {cell_seed}\n{probe_cell.inputs}\n{probe_cell.probe}", "<probe>", "exec"), kernel)  # noqa: S102
-            payload = _payload(probe_cell.exported, kernel)
-            verdict = run_check({"setup": setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
-                                 "seed": cell_seed, "exported": probe_cell.exported, "payload": payload})
-            assert verdict["passed"], (nbgrader_meta(cell)["grade_id"], verdict["message"])
-            checked += 1
+            yield grade_id, probe_cell, cell_seed, kernel, setup
+
+
+@pytest.mark.parametrize("seed", [1, 20261206, 2**31 - 1])
+@pytest.mark.parametrize("lab", _probe_labs())
+def test_the_solution_passes_every_probe_cell_split_as_the_grader_splits_it(lab, seed):
+    """The kernel half (the solution's namespace: INPUTS and PROBE with the cell's seed) and the
+    checker half (its own namespace: the setup cell, INPUTS again, the decoded values, CHECK) of
+    every probe cell agree for the solution, whatever the submission's seed."""
+    checked = 0
+    for grade_id, probe_cell, cell_seed, kernel, setup in _kernel_halves(lab, seed):
+        payload = _payload(probe_cell.exported, kernel)
+        verdict = run_check({"setup": setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
+                             "seed": cell_seed, "exported": probe_cell.exported, "payload": payload})
+        assert verdict["passed"], (grade_id, verdict["message"])
+        checked += 1
     assert checked > 0
 
 
@@ -284,31 +293,13 @@ def test_no_check_passes_values_that_are_no_answer(lab):
     """Every probe cell fails when the values its PROBE sends have the right shapes and dtypes but are all
     +inf, all -inf, all NaN or all zeros (a check made only of inequalities, `est <= bound + 4 * se`, passes
     +inf: Lab 1's Exercise 5 visible test did, found by the hostile case inf-outputs on 2026-12-07)."""
-    import contextlib
-    import io
-
-    nb = _source(lab)
-    setup = [c.source for c in nb.cells if nbgrader_meta(c).get("grade_id") == "setup"]
-    kernel: dict = {"__name__": "__lab__"}
     passed = []
-    with torch.random.fork_rng(), contextlib.redirect_stdout(io.StringIO()):
-        for cell in nb.cells:
-            if cell.cell_type != "code" or not nbgrader_meta(cell):
-                continue
-            probe_cell = probes.parse(cell.source) if nbgrader_meta(cell).get("grade") else None
-            if nbgrader_meta(cell).get("grade") and probe_cell is None:
-                continue
-            if probe_cell is None:
-                exec(compile(cell.source, "<cell>", "exec"), kernel)  # noqa: S102 - the course's own cells
-                continue
-            grade_id = nbgrader_meta(cell)["grade_id"]
-            seed = probes.seed_for(7, grade_id)
-            exec(compile(f"GRADER_SEED = {seed}\n{probe_cell.inputs}\n{probe_cell.probe}", "<probe>", "exec"), kernel)  # noqa: S102
-            for kind in ("inf", "-inf", "nan", "zeros"):
-                forged = {name: _garbage(kernel[name], kind) for name in probe_cell.exported}
-                payload = _payload(probe_cell.exported, forged)
-                verdict = run_check({"setup": setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
-                                     "seed": seed, "exported": probe_cell.exported, "payload": payload})
-                if verdict["passed"]:
-                    passed.append(f"{grade_id} ({kind})")
+    for grade_id, probe_cell, cell_seed, kernel, setup in _kernel_halves(lab, 7):
+        for kind in ("inf", "-inf", "nan", "zeros"):
+            forged = {name: _garbage(kernel[name], kind) for name in probe_cell.exported}
+            payload = _payload(probe_cell.exported, forged)
+            verdict = run_check({"setup": setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
+                                 "seed": cell_seed, "exported": probe_cell.exported, "payload": payload})
+            if verdict["passed"]:
+                passed.append(f"{grade_id} ({kind})")
     assert not passed, f"probe cells that pass values that are no answer: {passed}"
