@@ -49,7 +49,7 @@ from typing import Callable, Iterable, Sequence
 import nbformat
 from nbformat.v4 import new_code_cell
 
-from autograder import grading, sandbox
+from autograder import grading, probes, sandbox
 from autograder.config import course_root, course_settings
 from autograder.grading import (
     nbgrader_meta as _nbgrader,
@@ -1243,8 +1243,6 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
         # One secret seed for every submission of both batches (drawn afresh per run; $AUTOGRADER_SEED fixes it):
         # a hostile score is compared with an honest one, so both must see the same hidden inputs (a mistake may
         # pass a statistical cell on some inputs and fail it on others).
-        from autograder import probes
-
         seed = probes.submission_seed()
         env[probes.SEED_ENV] = str(seed)
 
