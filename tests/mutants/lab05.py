@@ -122,8 +122,9 @@ MUTANTS = [
         ("optimizer.zero_grad()\n            loss.backward()", "loss.backward()")]),
     ("training without noise (eps = 0, a deterministic autoencoder)", "ex5_solution", [
         ("eps = torch.randn((1, x.shape[0], L), generator=g, dtype=x.dtype)", "eps = torch.zeros((1, x.shape[0], L), dtype=x.dtype)")]),
-    ("decoder ending in a sigmoid (probabilities read as logits)", "ex5_solution", [
-        ("nn.Linear(H, D)).to(x_train.dtype)", "nn.Linear(H, D), nn.Sigmoid()).to(x_train.dtype)")]),
+    ("decoder followed by a sigmoid (probabilities read as logits; no longer make_vae's decoder)", "ex5_solution", [
+        ("encoder, decoder = make_vae(hidden=256, latent=L)",
+         "encoder, decoder = make_vae(hidden=256, latent=L)\n    decoder = nn.Sequential(decoder, nn.Sigmoid())")]),
     ("training on the reconstruction term only (no KL)", "ex5_solution", [
         ("loss = vae_loss(x, encoder, decoder, eps)",
          "loss = -bernoulli_log_likelihood(x, decoder(reparameterize(*encoder(x), eps))).mean()")]),

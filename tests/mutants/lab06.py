@@ -24,7 +24,7 @@ _EX4_G_STEP = """    g_loss = non_saturating_generator_loss(D(G(z_g)))
     opt_g.step()
 """
 _EX4_RETURN = "return d_loss.item(), g_loss.item()"
-_EX5_G = "G = mlp(latent_dim, [hidden, hidden], 2)"
+_EX5_G = "G = make_generator(latent_dim, (hidden, hidden))"
 
 MUTANTS = [
     # Exercise 1: the discriminator loss
@@ -121,10 +121,10 @@ MUTANTS = [
     ("GAN trained with a learning rate of 0", "ex5_solution", [("lr=3e-3", "lr=0.0")]),
     ("GAN trained with a learning rate 100 times too small", "ex5_solution", [("lr=3e-3", "lr=3e-5")]),
     ("GAN trained for 20 steps", "ex5_solution", [("batch_size, n_steps = 2, 128, 128, 800", "batch_size, n_steps = 2, 128, 128, 20")]),
-    ("generator ending in tanh (samples confined to [-1, 1]^2, the modes lie at radius 2)", "ex5_solution", [
-        (_EX5_G, "G = nn.Sequential(mlp(latent_dim, [hidden, hidden], 2), nn.Tanh())")]),
+    ("generator ending in tanh (samples confined to [-1, 1]^2, the modes lie at radius 2; no longer make_generator's network)", "ex5_solution", [
+        (_EX5_G, "G = nn.Sequential(make_generator(latent_dim, (hidden, hidden)), nn.Tanh())")]),
     ("linear generator (no hidden layer: a Gaussian cannot make eight modes)", "ex5_solution", [
-        (_EX5_G, "G = mlp(latent_dim, [], 2)")]),
+        (_EX5_G, "G = make_generator(latent_dim, ())")]),
     ("generator's optimizer over the discriminator's parameters (copy-paste)", "ex5_solution", [
         ("opt_g = torch.optim.Adam(G.parameters()", "opt_g = torch.optim.Adam(D.parameters()")]),
     ("GAN trained on uniform noise z, graded with the normal noise of the task", "ex5_solution", [
