@@ -601,7 +601,8 @@ print("ATTACK forge-probe: installed")
 '''
 
 # The attacks on what a probe sends: after every cell, each of the lab's exercise functions is wrapped so
-# that its results are {what}. The functions themselves are the solution's.
+# that its results are {what}. The functions themselves are the solution's; a result that is a model
+# (nn.Module, what Labs 5 and 6 train) is returned as a copy whose state_dict() gives the weights transformed.
 _WRAP_OUTPUTS = r'''
 # hostile: the exercise functions' results {what}
 import IPython as _IPython
@@ -615,6 +616,14 @@ def _hostile_map(value, tensor_fn):
 
     if isinstance(value, _torch.Tensor):
         return tensor_fn(value)
+    if isinstance(value, _torch.nn.Module):
+        # a trained model (Labs 5 and 6): a copy whose weights, as a probe reads them, are transformed
+        import copy as _copy
+
+        clone = _copy.deepcopy(value)
+        weights = {{key: tensor_fn(t) for key, t in value.state_dict().items()}}
+        clone.state_dict = lambda *args, **kwargs: dict(weights)
+        return clone
     if isinstance(value, float):
         return tensor_fn(_torch.tensor(value)).item() if {floats} else value
     if isinstance(value, (list, tuple)):
