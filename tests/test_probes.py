@@ -303,3 +303,57 @@ def test_no_check_passes_values_that_are_no_answer(lab):
             if verdict["passed"]:
                 passed.append(f"{grade_id} ({kind})")
     assert not passed, f"probe cells that pass values that are no answer: {passed}"
+
+
+def _cell_and_setup(lab, grade_id):
+    nb = _source(lab)
+    cells = {nbgrader_meta(c).get("grade_id"): c.source for c in nb.cells if nbgrader_meta(c)}
+    return probes.parse(cells[grade_id]), [cells["setup"]]
+
+
+@pytest.mark.parametrize("lab,grade_id", [("lab05", "ex5_visible"), ("lab05", "ex5_hidden_reference"),
+                                          ("lab06", "ex5_visible"), ("lab06", "ex5_hidden_seed")])
+def test_a_trained_model_crosses_as_weights_and_the_checker_measures_its_own_copy(lab, grade_id):
+    """A training exercise's probe sends the trained weights of the lab's own model class; the checker
+    loads them into its own copy and measures that copy. Weights of another architecture are refused
+    with a reason, untrained weights fail on the checker's measurement (whatever the kernel claims),
+    and a reported time over the budget fails."""
+    cell, setup = _cell_and_setup(lab, grade_id)
+    assert cell.exported == ["train_seconds", "trained_weights"]
+    lab_ns: dict = {}
+    exec(compile(setup[0], "<setup>", "exec"), lab_ns)  # noqa: S102 - the course's own setup cell
+    torch.manual_seed(0)
+    if lab == "lab05":
+        encoder, decoder = lab_ns["make_vae"](hidden=32, latent=3)
+        untrained = lab_ns["vae_weights"]((encoder, decoder))
+        other = lab_ns["vae_weights"]((encoder, torch.nn.Sequential(decoder, torch.nn.Sigmoid())))
+        refusal = "is not the decoder of make_vae(hidden=32, latent=3)"
+        poor = "validation negative ELBO"
+        # the checker's copy computes what the kernel's networks compute
+        copy_encoder, copy_decoder = lab_ns["load_vae"](probes.decode(_payload(["w"], {"w": untrained})["values"]["w"]))
+        x = torch.rand(4, 64)
+        torch.testing.assert_close(copy_decoder(copy_encoder(x)[0]), decoder(encoder(x)[0]), rtol=0, atol=0)
+    else:
+        generator = lab_ns["make_generator"](3, (8, 5))
+        untrained = lab_ns["generator_weights"]((generator, 3))
+        other = lab_ns["generator_weights"]((torch.nn.Sequential(generator, torch.nn.Tanh()), 3))
+        refusal = "must be make_generator(latent_dim, hidden)'s network"
+        poor = "modes covered"
+        copy = lab_ns["load_generator"](probes.decode(_payload(["w"], {"w": untrained})["values"]["w"]))
+        z = torch.randn(6, 3)
+        torch.testing.assert_close(copy(z), generator(z), rtol=0, atol=0)
+        wrong_latent = dict(untrained, latent_dim=2)
+        assert "but its generator takes 3 inputs" in _verdict(cell, setup, 1.0, wrong_latent)
+    assert lab_ns["vae_weights" if lab == "lab05" else "generator_weights"]("not a model") is None
+    assert refusal in _verdict(cell, setup, 1.0, other)
+    assert "train_" in _verdict(cell, setup, 1.0, None)  # "train_vae must return ..." / "train_gan must return ..."
+    assert poor in _verdict(cell, setup, 1.0, untrained)
+    assert "more than the budget" in _verdict(cell, setup, 1000.0, untrained)
+
+
+def _verdict(cell, setup, seconds, weights) -> str:
+    payload = _payload(cell.exported, {"train_seconds": seconds, "trained_weights": weights})
+    verdict = run_check({"setup": setup, "inputs": cell.inputs, "check": cell.check, "seed": 7,
+                         "exported": cell.exported, "payload": payload})
+    assert not verdict["passed"]
+    return verdict["message"]
