@@ -664,7 +664,7 @@ def _hostile_result(result, args):
     "meta-outputs": ("moved to PyTorch's meta device (shapes and dtypes without values)", '''
 def _hostile_result(result, args):
     return _hostile_map(result, lambda t: t.to("meta"))
-''', False),
+''', True),
     "lookalike-outputs": ("replaced by look-alike objects (shape, dtype, every comparison true, allclose)", '''
 class _LookAlike:
     def __init__(self, t):
@@ -689,6 +689,12 @@ class _LookAlike:
 
 def _hostile_result(result, args):
     return _hostile_map(result, _LookAlike)
+''', True),
+    # not an attack: the honest baseline of the attacks above (what a submission earns by its functions'
+    # side effects alone, e.g. Lab 6's train_step updating the networks in place, whatever it returns)
+    "no-results": ("replaced by None (the functions' work in place is kept)", '''
+def _hostile_result(result, args):
+    return None
 ''', False),
     "huge-outputs": ("padded to 64 MB of float64 (over the 32 MB a probe may send)", '''
 def _hostile_result(result, args):
@@ -794,7 +800,9 @@ print("ATTACK swallow: tracebacks disabled")
 class HostileCase:
     """A hostile submission: ``build(ctx)`` gives its notebook (or raw file text).
 
-    ``bound`` names the honest submission whose score it may not exceed (``"blank"``: 0). With
+    ``bound`` names the honest submission whose score it may not exceed (``"blank"``: 0; ``"effects"``: the
+    solution whose exercise functions return None, which keeps the points of checks on what they change in
+    place, as Lab 6's ``train_step`` updates the networks it is given). With
     ``exact`` its score must equal that one (the attack may not cost honest work either).
     """
 
@@ -1134,14 +1142,14 @@ def hostile_cases(lab: str, reference_calls: dict | None = None, repo: Path | No
                     _patch_stats, bound="mutated"),
         HostileCase("forge-probe", "every probe's values rewritten (tensors zeroed, problems hidden) and sent twice",
                     _forge_probe, bound="mutated"),
-        HostileCase("nan-outputs", "every exercise function's results replaced by NaN", _output_attack("nan-outputs")),
-        HostileCase("inf-outputs", "every exercise function's results replaced by +inf", _output_attack("inf-outputs")),
+        HostileCase("nan-outputs", "every exercise function's results replaced by NaN", _output_attack("nan-outputs"), bound="effects"),
+        HostileCase("inf-outputs", "every exercise function's results replaced by +inf", _output_attack("inf-outputs"), bound="effects"),
         HostileCase("meta-outputs", "results on the meta device: shapes and dtypes without values",
-                    _output_attack("meta-outputs")),
+                    _output_attack("meta-outputs"), bound="effects"),
         HostileCase("lookalike-outputs", "results replaced by objects with a shape and a dtype whose every comparison "
-                    "is true", _output_attack("lookalike-outputs")),
-        HostileCase("huge-outputs", "results padded to 64 MB, over what a probe may send", _output_attack("huge-outputs")),
-        HostileCase("deep-outputs", "results nested 5000 lists deep", _output_attack("deep-outputs")),
+                    "is true", _output_attack("lookalike-outputs"), bound="effects"),
+        HostileCase("huge-outputs", "results padded to 64 MB, over what a probe may send", _output_attack("huge-outputs"), bound="effects"),
+        HostileCase("deep-outputs", "results nested 5000 lists deep", _output_attack("deep-outputs"), bound="effects"),
         HostileCase("float32-outputs", "right results cast to float32", _output_attack("float32-outputs"),
                     bound="solution"),
         HostileCase("memoise-inputs", "results remembered by their tensor arguments and replayed on a repeated call",
@@ -1247,7 +1255,8 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
         ctx = _Context(lab, repo, _read(release_path(lab, repo)), solution_notebook(lab, repo),
                        _mutated_notebook(lab, first_mutants, repo), server.server_address[1], token,
                        fixtures.get("REFERENCE_CALLS", {}))
-        honest = {"honest-solution": ctx.solution, "honest-mutated": ctx.mutated, "honest-blank": ctx.release}
+        honest = {"honest-solution": ctx.solution, "honest-mutated": ctx.mutated, "honest-blank": ctx.release,
+                  "honest-no-results": _output_attack("no-results")(ctx)}
         env = dict(HOSTILE_LIMITS)
         # One secret seed for every submission of both batches (drawn afresh per run; $AUTOGRADER_SEED fixes it):
         # a hostile score is compared with an honest one, so both must see the same hidden inputs (a mistake may
@@ -1316,7 +1325,8 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
         return scores[(lab, s)]
 
     bounds = {"blank": 0.0, "solution": clean_scores[(lab, "honest-solution")].score,
-              "mutated": clean_scores[(lab, "honest-mutated")].score}
+              "mutated": clean_scores[(lab, "honest-mutated")].score,
+              "effects": clean_scores[(lab, "honest-no-results")].score}
     outcomes = []
     for case in cases:
         bound = bounds[case.bound]
@@ -1346,8 +1356,9 @@ def run_hostile(lab: str, root: Path | None = None, repo: Path | None = None,
 
 
 def format_hostile_table(report: LabHostileReport) -> str:
+    honest = ", ".join(f"{s.removeprefix('honest-')} {r.score:g}" for s, r in report.honest_clean.items())
     lines = [f"{report.lab}: {len(report.outcomes)} hostile cases, {report.gained} gained points; honest scores "
-             + ("unchanged" if report.honest_exact else "CHANGED"),
+             + ("unchanged" if report.honest_exact else "CHANGED") + f" ({honest})",
              f"  {'case':<22} {'score':>6} {'bound':>6}  result"]
     for o in report.outcomes:
         status = "GAINED" if o.gained else ("LOST HONEST WORK" if o.lost_honest_work else "ok")
