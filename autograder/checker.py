@@ -3,10 +3,12 @@ r"""The trusted checker: the process where a probe cell's CHECK runs (see :mod:`
 It is started by the grader (one per nbgrader process, on the first probe cell), never by a
 kernel, and it never loads student code: it reads requests as JSON lines on its standard input
 and answers on its standard output. A request carries the lab's setup code (from the course's
-source notebook), a cell's INPUTS and CHECK sections, the cell's seed, and the values the
-kernel sent (data only: :func:`autograder.probes.decode`). The checker runs the setup once per
-lab (cached), then for each request: INPUTS with ``GRADER_SEED``, the decoded values bound to
-their names, CHECK; the verdict is ``passed`` or the exception CHECK raised, in one line.
+source notebook), a cell's INPUTS and CHECK sections, the cell's seed, the values the
+kernel sent (data only: :func:`autograder.probes.decode`) and the seconds INPUTS and PROBE took
+in the kernel by the grader's clock. The checker runs the setup once per lab (cached), then for
+each request: INPUTS with ``GRADER_SEED`` (and ``PROBE_SECONDS``, the grader's seconds, or None),
+the decoded values bound to their names, CHECK; the verdict is ``passed`` or the exception CHECK
+raised, in one line.
 
 Command line: ``python -I -m autograder.checker serve --path DIR [--path DIR ...]`` (the course
 root, for the library packages). :class:`Checker` is the grader's side: it starts the process,
@@ -85,6 +87,9 @@ def run_check(request: dict) -> dict:
         return done(False, "GraderError: the lab's setup failed in the checker: " + _one_line(f"{type(err).__name__}: {err}"))
     namespace = dict(base)
     namespace["GRADER_SEED"] = int(request["seed"])
+    # the grader's clock of the cell's INPUTS and PROBE in the kernel (None when not graded)
+    seconds = request.get("probe_seconds")
+    namespace["PROBE_SECONDS"] = float(seconds) if isinstance(seconds, (int, float)) else None
     try:
         exec(compile(request.get("inputs", ""), "<inputs>", "exec"), namespace)  # noqa: S102
     except Exception as err:  # noqa: BLE001

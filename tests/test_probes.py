@@ -317,7 +317,7 @@ def test_a_trained_model_crosses_as_weights_and_the_checker_measures_its_own_cop
     """A training exercise's probe sends the trained weights of the lab's own model class; the checker
     loads them into its own copy and measures that copy. Weights of another architecture are refused
     with a reason, untrained weights fail on the checker's measurement (whatever the kernel claims),
-    and a reported time over the budget fails."""
+    and a time over the budget fails, as the kernel reports it or by the grader's clock."""
     cell, setup = _cell_and_setup(lab, grade_id)
     assert cell.exported == ["train_seconds", "trained_weights"]
     lab_ns: dict = {}
@@ -349,11 +349,13 @@ def test_a_trained_model_crosses_as_weights_and_the_checker_measures_its_own_cop
     assert "train_" in _verdict(cell, setup, 1.0, None)  # "train_vae must return ..." / "train_gan must return ..."
     assert poor in _verdict(cell, setup, 1.0, untrained)
     assert "more than the budget" in _verdict(cell, setup, 1000.0, untrained)
+    # a kernel that reports a short training is not believed: the grader's own clock of the test decides too
+    assert "by the grader's clock" in _verdict(cell, setup, 1.0, untrained, probe_seconds=1000.0)
 
 
-def _verdict(cell, setup, seconds, weights) -> str:
+def _verdict(cell, setup, seconds, weights, probe_seconds=None) -> str:
     payload = _payload(cell.exported, {"train_seconds": seconds, "trained_weights": weights})
     verdict = run_check({"setup": setup, "inputs": cell.inputs, "check": cell.check, "seed": 7,
-                         "exported": cell.exported, "payload": payload})
+                         "exported": cell.exported, "payload": payload, "probe_seconds": probe_seconds})
     assert not verdict["passed"]
     return verdict["message"]

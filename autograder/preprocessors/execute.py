@@ -18,6 +18,7 @@ import math
 import os
 import re
 import secrets
+import time
 
 from autograder import probes
 from autograder.common import METADATA_KEY
@@ -660,9 +661,11 @@ def _build_guarded_execute():
             cell.source = kernel_source
             self._probe = {"nonce": nonce, "payloads": []}
             dead_before = self._dead_in
+            started = time.monotonic()  # the grader's clock of INPUTS and PROBE (a training's time budget)
             try:
                 self._run_code_cell(cell, index)
             finally:
+                probe_seconds = time.monotonic() - started
                 cell.source = source
                 state, self._probe = self._probe, None
             errors = [o for o in cell.outputs if o.get("output_type") == "error"]
@@ -699,7 +702,7 @@ def _build_guarded_execute():
                         timeout = max(1.0, min(timeout, left))
                     request = {"setup": self._checker_setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
                                "seed": seed, "exported": probe_cell.exported,
-                               "payload": payload}
+                               "payload": payload, "probe_seconds": probe_seconds}
                     try:
                         passed, message = _checker(self.checker_paths).check(request, timeout)
                     except Exception as err:  # noqa: BLE001 - the checker could not start: fail the cell, say why
