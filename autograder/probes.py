@@ -68,9 +68,10 @@ class ProbeCell:
     def __init__(self, inputs: str, probe: str, check: str, exported: list[str]):
         self.inputs, self.probe, self.check, self.exported = inputs, probe, check, exported
 
-    def kernel_code(self, seed: int, nonce: str) -> str:
-        """What the student's kernel runs: the seed, INPUTS, PROBE, then the export."""
-        return (f"GRADER_SEED = {int(seed)}\n{self.inputs}\n{self.probe}\n"
+    def kernel_code(self, seed: int, nonce: str, prelude: str = "") -> str:
+        """What the student's kernel runs: the grader's ``prelude`` (the reference versions the cell
+        binds, :func:`autograder.edition.injection_source`), the seed, INPUTS, PROBE, then the export."""
+        return (f"{prelude}GRADER_SEED = {int(seed)}\n{self.inputs}\n{self.probe}\n"
                 + export_code(self.exported, nonce))
 
 

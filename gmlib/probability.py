@@ -231,6 +231,13 @@ def mc_kl_categorical(
 # ----------------------------------------------------------------------------
 
 
+def _isotropic_log_prob(x: torch.Tensor, mean: torch.Tensor | float, var: float) -> torch.Tensor:
+    r""":math:`\log \mathcal N(x \mid \text{mean}, \text{var}\, I)` summed over the last dimension (one scalar
+    variance): the toy model's own densities, so that it works without the functions Lab 1 asks students to
+    write (the lab's graded kernel imports a copy of this module without them, :mod:`autograder.edition`)."""
+    return -0.5 * (((x - mean) ** 2).sum(-1) / var + x.shape[-1] * (LOG_2PI + math.log(var)))
+
+
 class ConjugateGaussian:
     r"""The linear-Gaussian toy model of Chapter 1.
 
@@ -292,14 +299,12 @@ class ConjugateGaussian:
         r""":math:`\log p(x, z) = \log p(z) + \log p(x\mid z)`; ``z`` may have leading sample dims."""
         self._check_x(x)
         check_tensor(z, "z", event_shape=(self.dim,))
-        log_prior = gaussian_log_prob(z, self._full(x, self.prior_mean), self._full(x, math.log(self.prior_var)))
-        log_lik = gaussian_log_prob(x, z, self._full(z, math.log(self.noise_var)))
-        return log_prior + log_lik
+        return _isotropic_log_prob(z, self.prior_mean, self.prior_var) + _isotropic_log_prob(x, z, self.noise_var)
 
     def log_evidence(self, x: torch.Tensor) -> torch.Tensor:
         r"""Exact :math:`\log p(x)`, shape ``(B,)``."""
         self._check_x(x)
-        return gaussian_log_prob(x, self._full(x, self.prior_mean), self._full(x, math.log(self.prior_var + self.noise_var)))
+        return _isotropic_log_prob(x, self.prior_mean, self.prior_var + self.noise_var)
 
     log_prob = log_evidence
 

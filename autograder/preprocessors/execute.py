@@ -20,7 +20,7 @@ import re
 import secrets
 import time
 
-from autograder import probes
+from autograder import edition, probes
 from autograder.common import METADATA_KEY
 from autograder.kernel.guard import _SETUP_IMPORT, DEFAULT_PROTECTED_MODULES, bound_names
 
@@ -192,6 +192,16 @@ def _write_cached_functions(path: str | None, names: list[str]) -> None:
         pass
 
 
+def _left_out_by(student_edition, problem: str, packages) -> bool:
+    """Is the guard's setup ``problem`` a forbidden reference the student edition does not have (or a
+    library module that cannot be imported without one)?"""
+    missing = re.match(r"forbidden: (\S+) does not exist$", problem)
+    if missing:
+        return missing.group(1) in student_edition.absent
+    unimportable = re.match(r"forbidden: cannot import (\S+):", problem)
+    return bool(unimportable) and unimportable.group(1).split(".")[0] in packages
+
+
 def _notebook_forbidden(nb) -> dict:
     meta = nb.get("metadata", {}).get(METADATA_KEY, {})
     return meta.get("forbidden", {}) if isinstance(meta, dict) else {}
@@ -349,11 +359,20 @@ def _build_guarded_execute():
             help="sys.path entries of the trusted checker that runs probe cells' CHECK sections (the course "
             "root, for the library packages); default: the working directory",
         ).tag(config=True)
+        student_edition = Bool(
+            True,
+            help="Kernels see a student edition of the library packages (autograder.edition): the forbidden "
+            "references of the lab and the reference modules' versions are not in their files (with a sandbox "
+            "that mounts it: SandboxedKernelManager). Probe cells get the reference versions they bind as source",
+        ).tag(config=True)
         checker_setup_cells = List(
             Unicode(), ["setup"],
             help="grade_ids of the read-only cells the checker runs before a lab's checks (from the "
             "restored notebook: the course's own source)",
         ).tag(config=True)
+
+        _edition = None  # the student edition of the notebook being run (autograder.edition)
+        _trusted_forbidden: dict = {}
 
         # -- the notebook --------------------------------------------------------------
 
@@ -384,6 +403,7 @@ def _build_guarded_execute():
                 self.interrupt_on_timeout = True
             forbidden = self._forbidden_for(nb, resources or {})
             self._forbidden_labels = {f"{module}.{name}" for module, names in forbidden.items() for name in names}
+            self._edition = self._make_edition()
             self._probe_plan = self._plan_probes()
             kernel_starting = monotonic()  # (timing record)
             with self.setup_kernel():
@@ -539,14 +559,35 @@ def _build_guarded_execute():
             return self.notebook_timeout - (monotonic() - self._started)
 
         def _forbidden_for(self, nb, resources):
-            maps = [self.forbidden, _notebook_forbidden(nb), _references_forbidden(self.reference_modules)]
+            references = _references_forbidden(self.reference_modules)
+            maps = [self.forbidden, _notebook_forbidden(nb), references]
+            # the student edition removes only what the course forbids (not what a submission's metadata adds)
+            self._trusted_forbidden = _merge_forbidden(self.forbidden, _notebook_forbidden(nb), references)
             info = resources.get("nbgrader") if isinstance(resources, dict) else None
             in_autograde = isinstance(info, dict) and info.get("assignment") and info.get("notebook")
             if self.forbidden_from_source and in_autograde:
                 source = self._source_notebook(info["assignment"], info["notebook"])
                 if source is not None:
                     maps.insert(0, _notebook_forbidden(source))
+                    self._trusted_forbidden = _merge_forbidden(self.forbidden, _notebook_forbidden(source), references)
             return _merge_forbidden(*maps)
+
+        def _make_edition(self):
+            """The student edition of the library packages for this notebook's forbidden map, or None."""
+            if not (self.student_edition and self.library_packages):
+                return None
+            try:
+                return edition.edition_for(self.library_packages, self._trusted_forbidden, self.reference_modules)
+            except Exception as err:  # noqa: BLE001 - the guard still refuses the calls: say so and go on
+                self.log.error("no student edition of %s (the guard alone keeps the references): %s",
+                               ", ".join(self.library_packages), err)
+                return None
+
+        def create_kernel_manager(self):
+            km = super().create_kernel_manager()
+            if self._edition is not None and hasattr(km, "substitute"):
+                km.substitute = {**km.substitute, **self._edition.substitutes}
+            return km
 
         def _source_notebook(self, assignment, notebook):
             try:
@@ -649,7 +690,14 @@ def _build_guarded_execute():
                 if probe_cell is not None:
                     seed = probes.seed_for(self._seed, str(_nbgrader_meta(cell).get("grade_id", "")))
                     nonce = secrets.token_hex(16)
-                    plan[index] = (probe_cell, seed, nonce, probe_cell.kernel_code(seed, nonce))
+                    try:  # the reference versions the cell binds, as source (autograder.edition)
+                        prelude = edition.injection_source(
+                            self.reference_modules, edition.reference_calls(probe_cell.inputs + "\n" + probe_cell.probe)
+                        ) if self.reference_modules else ""
+                    except edition.EditionError as err:
+                        plan[index] = probes.ProbeError(str(err))
+                        continue
+                    plan[index] = (probe_cell, seed, nonce, probe_cell.kernel_code(seed, nonce, prelude))
             return plan
 
         def _run_probe_cell(self, cell, index, plan):
@@ -793,6 +841,8 @@ def _build_guarded_execute():
                 self.log.error("the grader's guard could not be set up: %s", problem)
                 return
             for item in report.get("problems", []):
+                if self._edition is not None and _left_out_by(self._edition, item, self.library_packages):
+                    continue  # what the student edition left out: the file system keeps it from the kernel
                 self.log.warning("guard setup: %s", item)
             if report.get("forbidden"):
                 self.log.info("forbidden references: %s", ", ".join(report["forbidden"]))

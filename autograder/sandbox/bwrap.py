@@ -449,7 +449,8 @@ def _make_spec(run: Any, cwd: str, *, bwrap: str, privileged_mode: bool, python:
 
     sized = _supports(bwrap, "--size")
     perms = _supports(bwrap, "--perms")
-    counts = {"hide": 0, "scratch": 0, "ro": 0, "rw": 0}
+    counts = {"hide": 0, "scratch": 0, "ro": 0, "sub": 0, "rw": 0}
+    subs = _L.substitute_sources(policy)
     hidden_dirs: list[str] = []
     tmpfs_roots: list[str] = []
     made: set[str] = set()
@@ -476,6 +477,8 @@ def _make_spec(run: Any, cwd: str, *, bwrap: str, privileged_mode: bool, python:
             tmpfs_roots.append(path)
         elif kind == "ro":
             argv += ["--ro-bind", path, path]
+        elif kind == "sub":
+            argv += ["--ro-bind", subs[path], path]
         else:
             argv += ["--bind", path, path]
         counts[kind] += 1
@@ -598,7 +601,7 @@ def _finish_report(run: Any, spec: _Spec, status: dict | None, failure: str | No
         return
     c = spec.counts
     run.active["mount_namespace"] = (f"bwrap: hidden {c['hide']}, scratch {c['scratch']}, "
-                                     f"read-only {c['ro']}, writable {c['rw']}")
+                                     f"read-only {c['ro']}, substituted {c['sub']}, writable {c['rw']}")
     if not policy.network:
         run.active["network_namespace"] = "own empty network"
     if policy.pid_namespace:

@@ -415,6 +415,10 @@ class SandboxPolicy:
     #: native backend: fork ipykernel kernels from a process that has imported torch and ipykernel
     #: (:mod:`autograder.sandbox.zygote`; about 3 s less per kernel, the same sandbox)
     preload: bool = True
+    #: ``{path in the kernel's view: host path}``: the path shows the host path's contents instead of
+    #: its own, read-only (a student edition of a library package, :mod:`autograder.edition`); wins
+    #: over ``read_only``, loses to ``writable``
+    substitute: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("hide", "read_only", "writable", "scratch"):
@@ -424,6 +428,7 @@ class SandboxPolicy:
         if self.matplotlib_cache is not None:
             self.matplotlib_cache = Path(self.matplotlib_cache)
         self.env = {str(k): str(v) for k, v in (self.env or {}).items()}
+        self.substitute = {str(k): str(v) for k, v in (self.substitute or {}).items()}
         self.validate()
 
     def validate(self) -> None:
@@ -440,6 +445,11 @@ class SandboxPolicy:
                     raise ValueError(f"sandbox {name} path {str(p)!r} is not absolute")
                 if name in ("hide", "scratch") and _is_system_dir(str(p)):
                     raise ValueError(f"sandbox {name} path {str(p)!r} is a system directory: it cannot be hidden")
+        for target, source in self.substitute.items():
+            if not (os.path.isabs(target) and os.path.isabs(source)):
+                raise ValueError(f"sandbox substitute {target!r} -> {source!r}: both paths must be absolute")
+            if _is_system_dir(target):
+                raise ValueError(f"sandbox substitute path {target!r} is a system directory: it cannot be replaced")
         for name in ("memory_bytes", "cpu_seconds", "file_size_bytes", "max_processes"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
@@ -861,14 +871,27 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def substitute_sources(policy: SandboxPolicy) -> dict[str, str]:
+    """``{real path in the kernel's view: real host path shown there}`` of ``policy.substitute``."""
+    return {os.path.realpath(target): os.path.realpath(source) for target, source in policy.substitute.items()}
+
+
 def _plan(policy: SandboxPolicy, launch: _Launch) -> list[tuple[str, str]]:
-    """``[(real path, kind)]`` in mount order (shallow first); kind: hide, scratch, ro, rw.
+    """``[(real path, kind)]`` in mount order (shallow first); kind: hide, scratch, ro, sub, rw
+    (sub: the read-only contents of :func:`substitute_sources`' host path).
 
     Computed on the host's view, before anything is mounted."""
     kinds: dict[str, str] = {}
-    for kind, paths in (("hide", policy.hide), ("scratch", policy.scratch), ("ro", policy.read_only),
-                        ("rw", policy.writable)):
+    subs = substitute_sources(policy)
+    for target, source in subs.items():
+        if not os.path.exists(source):
+            launch.note(f"! substitute {source} for {target} does not exist: {target} is hidden instead")
+    for group, paths in (("hide", policy.hide), ("scratch", policy.scratch), ("ro", policy.read_only),
+                         ("sub", list(subs)), ("rw", policy.writable)):
         for p in paths:
+            kind = group
+            if kind == "sub" and not os.path.exists(subs[p]):
+                kind = "hide"  # never the original in its place
             real = os.path.realpath(p)
             if not os.path.exists(real):
                 continue  # nothing to hide or keep
@@ -883,7 +906,7 @@ def _plan(policy: SandboxPolicy, launch: _Launch) -> list[tuple[str, str]]:
     plan: list[tuple[str, str]] = []
     for path, kind in ordered:
         covering = [(p, k) for p, k in plan if _within(path, p)]
-        if covering and covering[-1][1] == kind:
+        if covering and covering[-1][1] == kind and kind != "sub":
             continue  # the nearest enclosing entry already does the same
         plan.append((path, kind))
     return plan
@@ -920,10 +943,11 @@ def _build_filesystem(launch: _Launch) -> dict[str, int]:
     # Open every source BEFORE anything is covered: these fds keep the host's view of it.
     sources: dict[str, int] = {}
     is_dir: dict[str, bool] = {}
+    subs = substitute_sources(policy)
     for path, kind in plan:
         try:
-            if kind in ("ro", "rw"):
-                sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+            if kind in ("ro", "rw", "sub"):
+                sources[path] = os.open(subs[path] if kind == "sub" else path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
                 is_dir[path] = stat.S_ISDIR(os.fstat(sources[path]).st_mode)
             else:
                 is_dir[path] = stat.S_ISDIR(os.stat(path).st_mode)
@@ -931,7 +955,7 @@ def _build_filesystem(launch: _Launch) -> dict[str, int]:
             launch.note(f"! cannot open {path}: {e.strerror}")
     tmpfs_roots: list[str] = []
     hide_tmpfs: list[str] = []
-    counts = {"hide": 0, "scratch": 0, "ro": 0, "rw": 0}
+    counts = {"hide": 0, "scratch": 0, "ro": 0, "sub": 0, "rw": 0}
     for path, kind in plan:
         if path not in is_dir:
             continue
@@ -949,7 +973,7 @@ def _build_filesystem(launch: _Launch) -> dict[str, int]:
                 tmpfs_roots.append(path)
             else:
                 _mount(f"/proc/self/fd/{sources[path]}", path, None, MS_BIND)
-                if kind == "ro":
+                if kind in ("ro", "sub"):
                     _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _locked_flags(path))
             counts[kind] += 1
         except OSError as e:
@@ -1535,7 +1559,8 @@ def launch(policy: SandboxPolicy, cmd: list[str], report: str | None = None) -> 
     if run.mounted:
         counts = _build_filesystem(run)
         run.active["mount_namespace"] = (f"hidden {counts['hide']}, scratch {counts['scratch']}, "
-                                         f"read-only {counts['ro']}, writable {counts['rw']}")
+                                         f"read-only {counts['ro']}, substituted {counts['sub']}, "
+                                         f"writable {counts['rw']}")
 
     # can the sandbox user run the command in this view?
     if run.uid is not None:
@@ -1618,6 +1643,9 @@ def _kernel_manager_class() -> type:
                          "packages and data caches: the kernel imports and reads them)").tag(config=True)
         kernel_env = Dict(Unicode(), help="Extra environment variables for the kernel").tag(config=True)
         writable = List(Unicode(), help="Paths to keep writable, besides the kernel's directory").tag(config=True)
+        substitute = Dict(Unicode(), help="{path in the kernel's view: host path shown there instead, read-only}, "
+                          "besides the policy's (a student edition of a library package: autograder.edition)"
+                          ).tag(config=True)
         memory_mb = Integer(None, allow_none=True, help="Memory cap in MiB (default: policy)").tag(config=True)
         cpu_seconds = Integer(None, allow_none=True, help="CPU seconds per kernel (default: policy)").tag(config=True)
         sandbox_user = Unicode("", help="User the kernel runs as (default: policy, nobody)").tag(config=True)
@@ -1654,6 +1682,7 @@ def _kernel_manager_class() -> type:
             base.read_only += [Path(p) for p in self.read_only if os.path.exists(p)]
             base.env = {**base.env, **self.kernel_env}
             base.writable += [Path(p) for p in self.writable]
+            base.substitute = {**base.substitute, **self.substitute}
             if cwd:
                 base.writable.append(Path(os.path.abspath(cwd)))
             base.validate()
