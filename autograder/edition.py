@@ -249,7 +249,10 @@ def build(packages: Mapping[str, str], forbidden: Mapping[str, Sequence[str]],
 
     ``forbidden``: ``{module: [names]}``; entries outside the packages are left to the guard.
     ``reference_modules``: modules (inside the packages) replaced by a stub of their interface."""
-    root = root or tempfile.mkdtemp(prefix="autograder-edition-")
+    if root is None:
+        root = tempfile.mkdtemp(prefix="autograder-edition-")
+    else:
+        os.makedirs(root)
     os.chmod(root, 0o755)
     edition = Edition(root=root, substitutes={})
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import runpy
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 import labrefs as references
-from autograder import grading
+from autograder import edition, grading
 from autograder.kernel import references as mechanism
 from labrefs import REFERENCES, reference_versions
 
@@ -44,6 +45,25 @@ def _solution_namespace(lab: str) -> dict:
 PAIRS = [(lab, name) for lab in sorted(REFERENCES) for name in sorted(REFERENCES[lab])]
 
 
+def injected(lab: str, name: str):
+    """The reference version as a graded kernel gets it: from the source the grader injects
+    (autograder.edition.injection_source), run against a stub of the module (as the student edition's)."""
+    import sys
+    import types
+
+    stub = types.ModuleType("labrefs")
+    stub.REFERENCES = {}
+    code = edition.injection_source(["labrefs"], [(lab, (name,))])
+    saved = sys.modules["labrefs"]  # imported at the top of this module
+    sys.modules["labrefs"] = stub
+    try:
+        exec(compile(code, f"<injected {lab} {name}>", "exec"), {"__name__": "__lab__"})
+    finally:
+        sys.modules["labrefs"] = saved
+    assert set(stub.REFERENCES) == {lab} and set(stub.REFERENCES[lab]) == {name}
+    return stub.REFERENCES[lab][name]
+
+
 @pytest.fixture(scope="module")
 def namespaces():
     cache: dict = {}
@@ -64,7 +84,7 @@ def test_reference_version_agrees_with_the_solution(namespaces, lab, name):
     assert callable(ns.get(name)), f"the {lab} solution defines no {name}"
     for index, case in enumerate(cases):
         outputs = []
-        for fn in (ns[name], REFERENCES[lab][name]):
+        for fn in (ns[name], REFERENCES[lab][name], injected(lab, name)):
             with torch.random.fork_rng():
                 torch.manual_seed(index)
                 made = case(ns)
@@ -72,6 +92,59 @@ def test_reference_version_agrees_with_the_solution(namespaces, lab, name):
                 extract = made[2] if len(made) > 2 else (lambda result, args, kwargs: result)
                 outputs.append(extract(fn(*args, **kwargs), args, kwargs))
         torch.testing.assert_close(outputs[1], outputs[0], msg=lambda m: f"{lab} {name}, case {index}: {m}")
+        torch.testing.assert_close(outputs[2], outputs[1], rtol=0, atol=0,
+                                   msg=lambda m: f"{lab} {name}, case {index}, as injected: {m}")
+
+
+def _probe_cells(lab: str):
+    """(grade_id, the PROBE and INPUTS code) of every probe cell of the lab's source notebook."""
+    from autograder import probes
+
+    nb = nbformat.read(str(grading.source_path(lab)), as_version=4)
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade"):
+            parsed = probes.parse(cell.source)
+            if parsed is not None:
+                yield meta["grade_id"], parsed.inputs + "\n" + parsed.probe
+
+
+def _exercise(grade_id: str) -> int:
+    assert grade_id.startswith("ex") and grade_id[2:].split("_")[0].isdigit(), grade_id
+    return int(grade_id[2:].split("_")[0])
+
+
+@pytest.mark.parametrize("lab", sorted(REFERENCES))
+def test_a_probe_gets_only_reference_versions_of_exercises_already_graded(lab):
+    """The grader injects the reference versions a probe cell binds (and the module functions they call)
+    into the kernel: each must be the answer of an earlier exercise than the cell's, whose every test
+    has run before (a solution cell defines it, grade_id exN_...). A later exercise's reference would
+    be there for the student's code to take."""
+    nb = nbformat.read(str(grading.source_path(lab)), as_version=4)
+    defined_in = {}  # function name -> exercise of the solution cell that defines it
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("solution") and not meta.get("grade"):
+            for fn in re.findall(r"^def (\w+)\(", cell.source, re.M):
+                defined_in[fn] = _exercise(meta["grade_id"])
+    module = edition.reference_module("labrefs")
+    adapter_of = {f: n for n, f in module.tables[lab].items()}  # adapter function -> name in the notebook
+    for other, table in module.tables.items():
+        if other != lab:
+            adapter_of.update({f: f"{other}:{n}" for n, f in table.items()})
+    seen = 0
+    for grade_id, code in _probe_cells(lab):
+        for call_lab, names in edition.reference_calls(code):
+            assert call_lab == lab, f"{grade_id} binds reference versions of {call_lab}"
+            for fn in module.closure(module.tables[lab][n] for n in names):
+                if fn not in adapter_of:
+                    continue  # a helper that is no lab function's answer
+                name = adapter_of[fn]
+                assert name in defined_in, f"{grade_id}: the injected {fn} answers {name}, which no solution defines"
+                assert defined_in[name] < _exercise(grade_id), (
+                    f"{grade_id} would give the kernel the reference version of {name} (Exercise {defined_in[name]})")
+                seen += 1
+    assert seen, f"no probe cell of {lab} binds a reference version"
 
 
 def test_every_lab_with_cases_has_references():

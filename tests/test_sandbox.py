@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import stat
@@ -350,6 +351,62 @@ def test_user_namespace_cannot_unhide(layout, probed):
                           text=True, timeout=30)
     assert "the answer" not in proc.stdout
     assert "nbgrader_config.py" not in proc.stdout and "solutions" not in proc.stdout
+
+
+SUBSTITUTE_CHECK = r"""
+import json, os, sys
+lib = sys.argv[1]
+out = {}
+def attempt(key, fn):
+    try:
+        out[key] = ["ok", fn()]
+    except Exception as e:
+        out[key] = [type(e).__name__, str(e)]
+attempt("read", lambda: open(os.path.join(lib, "mod.py")).read())
+attempt("list", lambda: sorted(os.listdir(lib)))
+attempt("write", lambda: open(os.path.join(lib, "new.py"), "w").write("x"))
+attempt("pyc", lambda: open(os.path.join(lib, "__pycache__", "mod.cpython-311.pyc")).read())
+print(json.dumps(out))
+"""
+
+
+def substitute_layout(root: Path) -> tuple[Path, Path]:
+    """lib/ (mod.py holding a secret, and a __pycache__) and edition/ (mod.py without it)."""
+    lib, edition = root / "lib", root / "edition"
+    (lib / "__pycache__").mkdir(parents=True)
+    (lib / "mod.py").write_text("SECRET = 'the reference'\n")
+    (lib / "__pycache__" / "mod.cpython-311.pyc").write_text("the reference, compiled")
+    edition.mkdir()
+    (edition / "mod.py").write_text("PUBLIC = 1\n")
+    for p in (root, lib, lib / "__pycache__", edition):
+        os.chmod(p, 0o755)
+    return lib, edition
+
+
+def check_substitute(result: dict) -> None:
+    assert result["read"] == ["ok", "PUBLIC = 1\n"], result  # the edition's file, not the library's
+    assert result["list"] == ["ok", ["mod.py"]], result  # no __pycache__ of the original
+    assert result["pyc"][0] == "FileNotFoundError", result
+    assert result["write"][0] in ("OSError", "PermissionError") and "Read-only" in result["write"][1], result
+
+
+def test_substitute_shows_the_edition_read_only(layout, probed):
+    """SandboxPolicy.substitute: a library directory (read-only in the policy, as nbgrader_config.py keeps
+    it) shows another directory's contents instead, read-only (autograder.edition's student editions)."""
+    need(probed, "mount_namespace")
+    root, base = layout
+    lib, edition = substitute_layout(root / "subst")
+    policy = dataclasses.replace(base, read_only=[*base.read_only, lib], substitute={str(lib): str(edition)})
+    proc = subprocess.run(wrap_command([sys.executable, "-c", SUBSTITUTE_CHECK, str(lib)], policy), cwd=root / "work",
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    check_substitute(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert "substituted 1" in proc.stderr, proc.stderr
+    # and a nested user namespace cannot take the edition away to find the library under it
+    script = f"unshare -Urm sh -c 'umount -l {lib}; cat {lib / 'mod.py'}' 2>&1; true"
+    proc = subprocess.run(wrap_command(["sh", "-c", script], policy), cwd=root / "work", capture_output=True,
+                          text=True, timeout=30)
+    assert "the reference" not in proc.stdout
 
 
 def test_required_mode_names_missing_protection(monkeypatch):

@@ -16,6 +16,7 @@ Where ``bwrap`` is missing these tests are skipped, and fail when ``CI`` is set.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
@@ -35,7 +36,8 @@ import pytest
 from autograder.sandbox import bwrap
 from autograder.sandbox import launcher as sandbox
 from autograder.sandbox import SandboxPolicy, SandboxUnavailable, wrap_command
-from test_sandbox import CHECKS, _pids_with, checks_target, kill_group_and_check_gone
+from test_sandbox import (CHECKS, SUBSTITUTE_CHECK, _pids_with, check_substitute, checks_target,
+                          kill_group_and_check_gone, substitute_layout)
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -558,6 +560,22 @@ def test_bwrap_argv(tmp_path, monkeypatch, bwrap_path, privileged_mode):
     config = json.loads(tail[6])
     assert config["drop"] is privileged_mode and config["uid"] == 65534
     assert [x[0] for x in config["limits"]][:1] == ["data 512 MiB"]
+
+
+def test_substitute_shows_the_edition_read_only(runner, layout):
+    """SandboxPolicy.substitute through bwrap: the library directory shows the edition, read-only, without
+    the original's __pycache__ (the checks of tests/test_sandbox.py's native test)."""
+    root, base = layout
+    lib, edition = substitute_layout(root / "subst")
+    runner.own(lib, edition)
+    policy = dataclasses.replace(base, read_only=[*base.read_only, lib], substitute={str(lib): str(edition)})
+    proc = runner.run([runner.python, "-I", "-c", SUBSTITUTE_CHECK, str(lib)], policy, root / "work")
+    assert proc.returncode == 0, proc.stderr
+    check_substitute(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert "substituted 1" in proc.stderr, proc.stderr
+    argv = bwrap.bwrap_argv(policy, ["true"], "/")
+    i = argv.index(str(lib.resolve()))
+    assert argv[i - 2:i] == ["--ro-bind", str(edition.resolve())]
 
 
 def test_hidden_file_covered_by_dev_null(tmp_path, bwrap_path):

@@ -997,6 +997,41 @@ def _reference_calls(ctx):
     return nb
 
 
+_FRESH_LOADER = """\
+def _fresh_copy(name):  # the library module run afresh from its file: objects no guard has seen
+    import importlib.util, types
+    spec = importlib.util.find_spec(name)
+    module = types.ModuleType(name + "_fresh")
+    module.__file__, module.__package__ = spec.origin, name.rpartition(".")[0]
+    with open(spec.origin) as f:
+        exec(compile(f.read(), spec.origin, "exec"), module.__dict__)
+    return module
+
+"""
+
+
+def _fresh_reference(source: str) -> str | None:
+    """A reference-calling solution cell rewritten to take the reference from a fresh copy of its module's
+    source file instead of the imported module (None: the cell imports no library module)."""
+    out = re.sub(r"^import ([\w.]+) as (\w+)$", r'\2 = _fresh_copy("\1")', source, flags=re.M)
+    out = re.sub(r"^from ([\w.]+) import (\w+) as (\w+)$", r'\3 = _fresh_copy("\1").\2', out, flags=re.M)
+    out = re.sub(r"\bmodel\.(elbo\w*)\(", r'_fresh_copy("gmlib.probability").ConjugateGaussian.\1(model, ', out)
+    return None if out == source else _FRESH_LOADER + out
+
+
+def _reference_from_source(ctx):
+    """The course's reference-calling solutions (``REFERENCE_CALLS``), the references read from the library's
+    files and run afresh, so that no object the guard knows is called: what the student edition stops."""
+    nb = ctx.copy("release")
+    for c in nb.cells:
+        grade_id = _nbgrader(c).get("grade_id")
+        if grade_id in ctx.reference_calls:
+            fresh = _fresh_reference(ctx.reference_calls[grade_id])
+            if fresh is not None:
+                c.source = fresh
+    return nb
+
+
 def _borrow_references(ctx):
     """Each solution cell that defines a function with a reference version (the course's reference modules) is
     replaced by one that passes the reference off as the student's: through ``reference_versions``
@@ -1181,6 +1216,8 @@ def hostile_cases(lab: str, reference_calls: dict | None = None, repo: Path | No
                                  _borrow_references))
     if reference_calls:
         cases.append(HostileCase("call-reference", "solutions that call the gmlib reference the lab forbids", _reference_calls))
+        cases.append(HostileCase("reference-from-source", "the same references run afresh from the library's source "
+                                 "files (objects no guard knows)", _reference_from_source))
     return cases
 
 
