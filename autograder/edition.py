@@ -244,13 +244,14 @@ def _module_file(package_dir: str, package: str, module: str) -> str | None:
 
 
 def build(packages: Mapping[str, str], forbidden: Mapping[str, Sequence[str]],
-          reference_modules: Sequence[str] = (), root: str | None = None) -> Edition:
-    """Make the student edition of ``packages`` (``{name: directory}``) in a new directory.
+          reference_modules: Sequence[str] = (), root: str | None = None, parent: str | None = None) -> Edition:
+    """Make the student edition of ``packages`` (``{name: directory}``) in the new directory ``root``
+    (default: a fresh one in ``parent``, else in the temp dir).
 
     ``forbidden``: ``{module: [names]}``; entries outside the packages are left to the guard.
     ``reference_modules``: modules (inside the packages) replaced by a stub of their interface."""
     if root is None:
-        root = tempfile.mkdtemp(prefix="autograder-edition-")
+        root = tempfile.mkdtemp(prefix=f"edition-{os.getpid()}-", dir=parent)
     else:
         os.makedirs(root)
     os.chmod(root, 0o755)
@@ -317,17 +318,38 @@ def _stamp(packages: Mapping[str, str]) -> list:
     return out
 
 
+def _editions_dir() -> str | None:
+    """The grader's private directory of editions (``$TMPDIR/autograder-editions-UID``), cleared of
+    those whose process is gone (killed before it could remove them); None where it cannot be had."""
+    from autograder.sandbox.launcher import private_tmp_dir
+
+    try:
+        parent = private_tmp_dir("editions")
+    except OSError:
+        return None
+    for entry in os.scandir(parent):
+        pid = entry.name.split("-")[1] if entry.name.startswith("edition-") else ""
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(entry.path, ignore_errors=True)
+            except OSError:
+                pass
+    return parent
+
+
 def edition_for(packages: Sequence[str], forbidden: Mapping[str, Sequence[str]],
                 reference_modules: Sequence[str] = ()) -> Edition:
     """The student edition for this forbidden map, built once per process (and per change of the
-    packages' sources), removed when the process exits."""
+    packages' sources) in the grader's private directory, removed when the process exits."""
     dirs = package_dirs(packages)
     key = json.dumps([dirs, {m: sorted(n) for m, n in sorted(forbidden.items())}, list(reference_modules),
                       _stamp(dirs)], sort_keys=True)
     with _LOCK:
         edition = _EDITIONS.get(key)
         if edition is None or not all(os.path.isdir(p) for p in edition.substitutes.values()):
-            edition = _EDITIONS[key] = build(dirs, forbidden, reference_modules)
+            edition = _EDITIONS[key] = build(dirs, forbidden, reference_modules, parent=_editions_dir())
             atexit.register(shutil.rmtree, edition.root, True)
         return edition
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -210,7 +211,12 @@ def test_edition_for_builds_once_and_again_after_a_change(tmp_path, monkeypatch)
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("def answer():\n    return 42\n\n\ndef other():\n    return 1\n")
     monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale = tmp_path / f"autograder-editions-{os.geteuid()}" / "edition-999999999-left"  # no such process
+    stale.mkdir(parents=True, mode=0o700)
+    os.chmod(stale.parent, 0o700)
     first = edition.edition_for(["edpkg"], {"edpkg": ["answer"]})
+    assert Path(first.root).parent == stale.parent and not stale.exists()  # a killed grader's edition is cleared
     assert edition.edition_for(["edpkg"], {"edpkg": ["answer"]}) is first
     assert first.absent == {"edpkg.answer"}
     text = (Path(first.substitutes[str(pkg)]) / "__init__.py").read_text()
