@@ -130,8 +130,13 @@ bench: $(STAMP)
 # Extra JupyterLab arguments, e.g. LAB_ARGS="--no-browser --port 8899"
 LAB_ARGS ?=
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+JUPYTER ?= $(BIN)/jupyter
+# The labs' kernels get neither MPLBACKEND=Agg (exported above for the tests: with it plt.show()
+# draws nothing in JupyterLab) nor the tests' GMLIB_DEVICE=cpu (gmlib picks CUDA when present);
+# a GMLIB_DEVICE you set yourself is kept.
+LAB_ENV := -u MPLBACKEND $(if $(filter file,$(origin GMLIB_DEVICE)),-u GMLIB_DEVICE)
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
+	env $(LAB_ENV) $(JUPYTER) lab --ServerApp.root_dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 
 # Re-resolve the pinned set from the direct requirements (needs the package index).
 lock:

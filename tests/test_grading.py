@@ -177,8 +177,11 @@ def test_lab_source_follows_the_conventions(lab):
             meta = _nbgrader_meta(c)
             assert c.cell_type == "code" and meta["locked"] and meta["points"] > 0 and not meta["solution"]
     # executed, with the outputs nbval compares, and no stderr or errors
-    checked = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# NBVAL_CHECK_OUTPUT")]
-    assert checked and all(c.outputs for c in checked), "executed source with # NBVAL_CHECK_OUTPUT cells"
+    checked = [c for c in nb.cells if c.cell_type == "code" and "nbval-check-output" in c.metadata.get("tags", [])]
+    assert checked and all(c.outputs for c in checked), "executed source with cells tagged nbval-check-output"
+    # the harness's markers are cell tags, never text a student sees in a cell
+    for book in (nb, nbformat.read(str(grading.release_path(lab)), as_version=4)):
+        assert not [c.id for c in book.cells if "NBVAL" in c.source], f"{lab}: an nbval marker in a cell's text"
     for c in nb.cells:
         if c.cell_type == "code":
             assert c.execution_count is not None, f"{lab}: source notebook not executed (cell {c.id})"

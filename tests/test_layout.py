@@ -1,7 +1,10 @@
 """The repository's pieces fit together: no page, lab or release is missing."""
+import os
 import re
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +104,21 @@ def test_the_autograder_bakes_in_no_path_of_this_checkout():
         text = path.read_text()
         for needle in ("REPO_ROOT", "tests/mutants", '"tests" / "mutants"', "tests/submissions", "/work/"):
             assert needle not in text, f"{path.relative_to(ROOT)} names {needle!r}"
+
+
+def test_make_lab_gives_the_kernels_figures_and_the_device():
+    """`make lab` runs JupyterLab without the tests' MPLBACKEND=Agg (with it plt.show() draws nothing in
+    the labs) and without their GMLIB_DEVICE=cpu (gmlib picks CUDA when present); a GMLIB_DEVICE set by
+    the user is kept. JupyterLab itself is replaced by a program that prints what it would get."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("make"):
+        pytest.fail("make is needed (the README's commands use it)")
+    show = f"{sys.executable} -c 'import os; print(os.environ.get(\"MPLBACKEND\"), os.environ.get(\"GMLIB_DEVICE\"))'"
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "GMLIB_DEVICE", "MAKEFLAGS", "MAKELEVEL")}
+    for extra, expected in (({}, "None None"), ({"GMLIB_DEVICE": "cuda"}, "None cuda")):
+        proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "lab", f"JUPYTER={show}"], cwd=ROOT,
+                              env={**env, **extra}, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == expected, (extra, proc.stdout)
