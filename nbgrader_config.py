@@ -64,6 +64,21 @@ else:
     os.makedirs(os.path.join(ROOT, GRADING), exist_ok=True)  # sqlite does not create directories
     c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, GRADING, "gradebook.db")
 
+# The nbgrader exchange (release_assignment, fetch_assignment, submit, collect, release_feedback,
+# fetch_feedback): a directory the instructor and every student can write, shared by all of them
+# (nbgrader's default, /usr/local/share/nbgrader/exchange, is usually missing and unwritable).
+# AUTOGRADER_EXCHANGE names it (students give theirs the same, see the README); without it the
+# exchange is _grading/exchange, for a class on one account (a trial run, the tests).
+EXCHANGE = os.environ.get("AUTOGRADER_EXCHANGE") or os.path.join(ROOT, GRADING, "exchange")
+if not os.environ.get("AUTOGRADER_EXCHANGE") and not os.path.isdir(EXCHANGE):
+    os.makedirs(EXCHANGE, exist_ok=True)
+c.Exchange.root = EXCHANGE
+
+# nbgrader export: a row per student and lab with a column per exercise (autograder.export), into
+# _grading/ (never the repository's root, where grades could be committed by mistake)
+c.ExportApp.plugin_class = "autograder.export.ExerciseCsvExport"
+c.ExportPlugin.to = os.path.join(ROOT, GRADING, "grades.csv")
+
 # Execution: each lab runs in well under a minute; a cell gets two minutes at most
 # (nbgrader's Execute defaults to 30 s), a kernel one minute to start. The environment may
 # lower them (the hostile-submission checks of autograder.integrity do, so that an infinite loop

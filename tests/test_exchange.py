@@ -1,0 +1,102 @@
+"""A class through nbgrader's exchange, end to end, with the course's configuration (issue 17).
+
+In a scratch course made from this repository's ``nbgrader_config.py`` and Lab 1, whose exchange is
+the course's default (``_grading/exchange``): the instructor generates and releases the lab; three
+students, each in a home of their own, fetch it and submit (the example solution, the example with
+mistakes, the untouched release); the instructor collects, autogrades, generates and releases the
+feedback; each student fetches theirs; ``nbgrader export`` writes the per-exercise CSV under
+``_grading/``. The scores must be the expected ones, per exercise, and no student's fetched feedback
+may quote a line of a hidden test. About 20 nbgrader runs and 3 autogrades: a minute on one core.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import grading
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+LAB = "lab01"
+EXAMPLES = REPO / "tests" / "submissions" / LAB
+# student -> (the notebook they submit, or None for the release as fetched; expected points per exercise)
+STUDENTS = {
+    "alice": (EXAMPLES / "perfect" / f"{LAB}.ipynb", {"ex1": 3, "ex2": 4, "ex3": 4, "ex4": 4, "ex5": 5}),
+    "bob": (EXAMPLES / "partial" / f"{LAB}.ipynb", {"ex1": 3, "ex2": 1, "ex3": 3, "ex4": 4, "ex5": 5}),
+    "carol": (None, {"ex1": 0, "ex2": 0, "ex3": 0, "ex4": 0, "ex5": 0}),
+}
+
+
+def _hidden_lines(lab):
+    nb = nbformat.read(str(grading.source_path(lab)), as_version=4)
+    blocks = [b for c in nb.cells for b in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", c.source, re.S)]
+    public = "\n".join(c.source for c in nb.cells)
+    for block in blocks:
+        public = public.replace(block, "")
+    lines = [ln.strip() for b in blocks for ln in b.splitlines() if len(ln.strip()) > 25 and ln.strip() not in public]
+    assert len(lines) > 10
+    return lines
+
+
+def _student(home: Path, exchange: Path, *args: str) -> subprocess.CompletedProcess:
+    """``nbgrader ARGS --course dgm`` as a student would run it: from their home, with HOME there (no
+    course configuration of theirs), the exchange given on the command line. (Through
+    ``autograder.run_nbgrader``: nbgrader's own command line, 1.7 s quicker to start.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOGRADER_", "JUPYTER"))}
+    env.update(HOME=str(home), PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "autograder.run_nbgrader", *args, "--course", "dgm", f"--Exchange.root={exchange}"],
+                          cwd=home, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"nbgrader {' '.join(args)} as {home.name}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_a_class_through_the_exchange(tmp_path):
+    course = grading.Course.create(tmp_path / "course", [LAB])
+    exchange = course.root / "_grading" / "exchange"  # nbgrader_config.py's default for one account
+    course.generate(LAB)
+    assert exchange.is_dir(), "nbgrader_config.py makes the default exchange"
+    course.nbgrader("release_assignment", LAB)
+    for student, (notebook, _) in STUDENTS.items():
+        home = tmp_path / "home" / student
+        home.mkdir(parents=True)
+        _student(home, exchange, "fetch_assignment", LAB)
+        fetched = home / LAB / f"{LAB}.ipynb"
+        assert fetched.is_file(), f"{student} fetched nothing"
+        if notebook is not None:
+            fetched.write_bytes(notebook.read_bytes())
+        _student(home, exchange, "submit", LAB, f"--student={student}")
+    course.nbgrader("collect", LAB)
+    for student in STUDENTS:
+        assert course.path("submitted", student, LAB).is_file(), f"{student}'s submission was not collected"
+    course.nbgrader("autograde", LAB)
+    course.nbgrader("generate_feedback", LAB)
+    course.nbgrader("release_feedback", LAB)
+    hidden = _hidden_lines(LAB)
+    for student in STUDENTS:
+        home = tmp_path / "home" / student
+        _student(home, exchange, "fetch_feedback", LAB, f"--student={student}")
+        pages = list((home / LAB / "feedback").glob(f"*/{LAB}.html"))
+        assert len(pages) == 1, f"{student} fetched {pages}"
+        text = html.unescape(re.sub(r"<[^>]+>", "", pages[0].read_text()))
+        for line in hidden:
+            assert line not in text, f"{student}'s feedback shows a hidden test line: {line!r}"
+    proc = course.nbgrader("export")
+    grades = course.root / "_grading" / "grades.csv"
+    assert grades.is_file(), proc.stdout + proc.stderr
+    assert not (course.root / "grades.csv").exists()  # never beside the course's files
+    rows = {r["student_id"]: r for r in csv.DictReader(grades.open()) if r["assignment"] == LAB}
+    assert set(rows) == set(STUDENTS)
+    for student, (_, expected) in STUDENTS.items():
+        got = {ex: float(rows[student][ex]) for ex in expected}
+        assert got == expected, (student, got)
+        assert float(rows[student]["score"]) == sum(expected.values())
+        assert float(rows[student]["max_score"]) == 20
