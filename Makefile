@@ -31,7 +31,7 @@ export MPLBACKEND := Agg
 # Labs and pages run on the CPU in tests unless you override it.
 export GMLIB_DEVICE ?= cpu
 
-.PHONY: help install book book-check test test-code test-pages test-lib test-grading test-integrity test-labs grade lab bench integrity lock clean
+.PHONY: help install book book-check test test-code test-pages test-lib test-grading test-integrity test-labs grade student-dist lab bench integrity lock clean
 
 help:
 	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -113,6 +113,10 @@ test-labs: $(STAMP)
 
 grade: $(STAMP)
 	$(BIN)/python -m autograder demo
+
+# The labs and gmlib for students, without solutions, hidden tests or reference versions (_build/student)
+student-dist: $(STAMP)
+	$(BIN)/python -m autograder student-dist
 
 # The autograder's integrity figures: every mutant of every lab autograded by nbgrader, and the
 # hostile submissions (INTEGRITY_ARGS, e.g. "--per-exercise 1" for a quicker run)

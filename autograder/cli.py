@@ -16,6 +16,10 @@ r"""The autograder's command line: ``python -m autograder COMMAND``.
                                   generate every lab, autograde the example submissions
                                   (c.Autograder.submissions_dir), export a CSV, print a score table
 
+    student-dist [--out DIR]      the labs and the library for students, without solutions, hidden
+                                  tests or reference versions (autograder.student_dist; default
+                                  _build/student)
+
 ``--course DIR`` (before the command) names the course directory, the one holding
 ``nbgrader_config.py``; by default it is found from the working directory
 (:func:`autograder.config.course_root`). The other stages have their own entry points:
@@ -73,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--submissions", default=None,
                    help="SUBMISSIONS/<lab>/<student>/<lab>.ipynb (default: c.Autograder.submissions_dir)")
     p.add_argument("--labs", nargs="*", default=None, help="labs to include (default: all)")
+    p = sub.add_parser("student-dist", help="the labs and the library for students, without the instructor's material")
+    p.add_argument("--out", default=None, help="folder to write (replaced; default: _build/student)")
     args = parser.parse_args(argv)
     try:
         repo = course_root(args.course)
@@ -111,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
         elif args.command == "demo":
             demo(args.root, args.submissions, args.labs, repo)
+        elif args.command == "student-dist":
+            from autograder.student_dist import build_student_dist
+
+            print(f"student distribution: {build_student_dist(args.out, repo)}")
     except (GradingError, CourseNotFound) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
