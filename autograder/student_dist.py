@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import textwrap
 from pathlib import Path
 
 from autograder.config import course_settings, course_root
