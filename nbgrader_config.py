@@ -20,6 +20,7 @@ packages, its reference versions, its mutants and its example submissions (``c.A
 """
 import importlib.util
 import os
+import warnings
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
@@ -36,10 +37,16 @@ from nbgrader.preprocessors import (
     SaveAutoGrades,
 )
 
-from autograder.preprocessors import GuardedExecute, HideHiddenTests, RestoreCells, StderrToStdout
+from autograder.preprocessors import ExerciseSummary, GuardedExecute, HideHiddenTests, RestoreCells, StderrToStdout
+from autograder.preprocessors.summary import TEMPLATES as FEEDBACK_TEMPLATES
 from autograder.sandbox import SandboxedKernelManager
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+
+# nbgrader's gradebook triggers SQLAlchemy's "Object of type <SubmittedAssignment> not in session"
+# warnings on every submission it records (autoflush inside its own queries; nothing is lost):
+# routine noise in an honest autograde's log, kept out of it.
+warnings.filterwarnings("ignore", message=r"Object of type <\w+> not in session", module=r"nbgrader\.")
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 GRADING = "_grading"  # gitignored
@@ -150,5 +157,13 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 
-# Feedback: the hidden tests' source (and the tracebacks that would quote it) stays out.
-c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+# Feedback: the hidden tests' source (and the tracebacks that would quote it) stays out; the page
+# opens with each exercise's name, subtotal and tests (ExerciseSummary) and renders math with MathJax
+# inlined (the course's template, autograder/templates/autograder_feedback: no network needed).
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, ExerciseSummary, CSSHTMLHeaderPreprocessor]
+c.HTMLExporter.template_name = "autograder_feedback"
+c.HTMLExporter.template_file = "feedback_page.html.j2"
+c.HTMLExporter.extra_template_basedirs = [
+    FEEDBACK_TEMPLATES,
+    os.path.join(os.path.dirname(importlib.util.find_spec("nbgrader").origin), "server_extensions", "formgrader", "templates"),
+]

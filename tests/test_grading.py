@@ -39,7 +39,8 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from autograder import grading, probes
-from autograder.preprocessors import HIDDEN_LINE, HIDDEN_PLACEHOLDER, HideHiddenTests, RestoreCells, StderrToStdout
+from autograder.preprocessors import (HIDDEN_LINE, HIDDEN_PLACEHOLDER, ExerciseSummary, HideHiddenTests, RestoreCells,
+                                      StderrToStdout)
 
 REPO = Path(__file__).resolve().parents[1]
 LABS = grading.discover_labs(REPO)
@@ -290,8 +291,10 @@ def test_config_keeps_nbgrader_defaults_in_order(tmp_path, monkeypatch):
     from nbgrader.converters import GenerateFeedback
 
     feedback = list(cfg.GenerateFeedback.preprocessors)
-    assert HideHiddenTests in feedback
-    assert [p for p in feedback if p is not HideHiddenTests] == list(GenerateFeedback.class_traits()["preprocessors"].default())
+    assert HideHiddenTests in feedback and ExerciseSummary in feedback
+    assert feedback.index(HideHiddenTests) < feedback.index(ExerciseSummary)  # the summary quotes scrubbed verdicts
+    assert [p for p in feedback if p not in (HideHiddenTests, ExerciseSummary)] == list(
+        GenerateFeedback.class_traits()["preprocessors"].default())
 
 
 def test_hide_hidden_tests_removes_their_source_and_tracebacks():

@@ -5,7 +5,8 @@
 - :class:`GuardedExecute` (``execute``), in ``Execute``'s place: time, crash and output limits, the
   in-kernel guard (:mod:`autograder.kernel.guard`), forbidden references;
 - :class:`StderrToStdout` (``stderr``), before ``SaveAutoGrades``: a warning does not zero a cell;
-- :class:`HideHiddenTests` (``feedback``), in ``GenerateFeedback.preprocessors``.
+- :class:`HideHiddenTests` (``feedback``), then :class:`ExerciseSummary` (``summary``), in
+  ``GenerateFeedback.preprocessors``.
 
 ``nbgrader_config.py`` wires them in.
 """
@@ -13,5 +14,6 @@ from autograder.preprocessors.execute import GuardedExecute
 from autograder.preprocessors.feedback import HIDDEN_LINE, HIDDEN_PLACEHOLDER, HideHiddenTests
 from autograder.preprocessors.restore import RestoreCells
 from autograder.preprocessors.stderr import StderrToStdout
+from autograder.preprocessors.summary import ExerciseSummary
 
-__all__ = ["GuardedExecute", "HIDDEN_LINE", "HIDDEN_PLACEHOLDER", "HideHiddenTests", "RestoreCells", "StderrToStdout"]
+__all__ = ["ExerciseSummary", "GuardedExecute", "HIDDEN_LINE", "HIDDEN_PLACEHOLDER", "HideHiddenTests", "RestoreCells", "StderrToStdout"]

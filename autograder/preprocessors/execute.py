@@ -198,7 +198,8 @@ def _left_out_by(student_edition, problem: str, packages) -> bool:
     missing = re.match(r"forbidden: (\S+) does not exist$", problem)
     if missing:
         return missing.group(1) in student_edition.absent
-    unimportable = re.match(r"forbidden: cannot import (\S+):", problem)
+    unimportable = (re.match(r"forbidden: cannot import (\S+):", problem)
+                    or re.match(r"(\S+) could not be imported: ImportError", problem))
     return bool(unimportable) and unimportable.group(1).split(".")[0] in packages
 
 

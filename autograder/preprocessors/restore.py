@@ -82,11 +82,12 @@ class RestoreCells(NbGraderPreprocessor):
             else:
                 new = copy.deepcopy(course_cell)
                 new.source = sources.get(grade_id, course_cell.source)
-                if mine is None or mine.source != new.source or mine.cell_type != new.cell_type:
+                # against the release, what the student got (a hidden test's source is the gradebook's)
+                if mine is None or mine.source != course_cell.source or mine.cell_type != new.cell_type:
                     restored.append(grade_id)
                 cells.append(new)
             cells.extend(extras.get(grade_id, []))
-        if restored:
+        if restored:  # deleted, moved, edited or retyped: an honest submission has none
             self.log.warning("RestoreCells: restored course cells %s", ", ".join(restored))
         ids = set()
         for i, cell in enumerate(cells):  # unique cell ids (nbformat 4.5)
