@@ -122,3 +122,25 @@ def test_make_lab_gives_the_kernels_figures_and_the_device():
                               env={**env, **extra}, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip().splitlines()[-1] == expected, (extra, proc.stdout)
+
+
+def test_every_exercise_has_a_collapsible_hint():
+    """Each lab's exercise gets one hint, folded (<details>) so that a student opens it when stuck, placed
+    before the exercise's solution cell."""
+    import json
+
+    for path in sorted((ROOT / "notebooks").glob("lab*/lab*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        exercise, hinted = None, {}
+        for cell in cells:
+            text = "".join(cell["source"])
+            m = re.match(r"#+\s*Exercise (\d+)", text) if cell["cell_type"] == "markdown" else None
+            if m:
+                exercise = int(m.group(1))
+                hinted.setdefault(exercise, False)
+            elif cell["cell_type"] == "markdown" and "<details>" in text and "<summary>" in text and "Hint" in text:
+                assert exercise is not None and not hinted[exercise], f"{path.name}: a second hint for Exercise {exercise}"
+                hinted[exercise] = True
+            elif cell.get("metadata", {}).get("nbgrader", {}).get("solution") and exercise is not None:
+                assert hinted[exercise], f"{path.name}: Exercise {exercise} has no hint before its solution cell"
+        assert hinted and all(hinted.values()), (path.name, hinted)
