@@ -18,10 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from autograder import grading
+from test_integrity import _hidden_lines  # the lines of a lab's hidden tests that no other cell shows
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +34,6 @@ STUDENTS = {
     "bob": (EXAMPLES / "partial" / f"{LAB}.ipynb", {"ex1": 3, "ex2": 1, "ex3": 3, "ex4": 4, "ex5": 5}),
     "carol": (None, {"ex1": 0, "ex2": 0, "ex3": 0, "ex4": 0, "ex5": 0}),
 }
-
-
-def _hidden_lines(lab):
-    nb = nbformat.read(str(grading.source_path(lab)), as_version=4)
-    blocks = [b for c in nb.cells for b in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", c.source, re.S)]
-    public = "\n".join(c.source for c in nb.cells)
-    for block in blocks:
-        public = public.replace(block, "")
-    lines = [ln.strip() for b in blocks for ln in b.splitlines() if len(ln.strip()) > 25 and ln.strip() not in public]
-    assert len(lines) > 10
-    return lines
 
 
 def _student(home: Path, exchange: Path, *args: str) -> subprocess.CompletedProcess:
