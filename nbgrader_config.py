@@ -40,6 +40,7 @@ from nbgrader.preprocessors import (
 from autograder.preprocessors import ExerciseSummary, GuardedExecute, HideHiddenTests, RestoreCells, StderrToStdout
 from autograder.preprocessors.summary import TEMPLATES as FEEDBACK_TEMPLATES
 from autograder.sandbox import SandboxedKernelManager
+from nbgrader.validator import Validator
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
@@ -156,6 +157,14 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+
+# Validate (nbgrader validate, the lab extension's button) must judge a cell as the autograder does: a
+# warning on stderr does not fail it. nbgrader's Validator runs a fixed list of preprocessors (not a
+# configurable trait), so StderrToStdout is appended to its default here, where every nbgrader process
+# and the lab extension's Validate handler (run from the course root by `make lab`) read this file.
+_validator_preprocessors = Validator.class_traits()["preprocessors"]
+if StderrToStdout not in _validator_preprocessors.default():
+    _validator_preprocessors.default_args = ([*_validator_preprocessors.default(), StderrToStdout],)
 
 # Feedback: the hidden tests' source (and the tracebacks that would quote it) stays out; the page
 # opens with each exercise's name, subtotal and tests (ExerciseSummary) and renders math with MathJax

@@ -70,15 +70,21 @@ MAKEFILE = '''\
 SHELL  := /bin/bash
 PYTHON ?= python3
 BIN    := .venv/bin
+# Extra pip arguments, e.g. PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" (a CPU-only PyTorch)
+PIP_ARGS ?=
+
+# Extra JupyterLab arguments, e.g. LAB_ARGS="--no-browser --port 8899"
+LAB_ARGS ?=
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: install lab
 install: .venv/.installed
 .venv/.installed: requirements.txt pyproject.toml
 \t@test -x $(BIN)/python || $(PYTHON) -m venv .venv
-\t$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+\t$(BIN)/python -m pip install --disable-pip-version-check -q $(PIP_ARGS) -r requirements.txt
 \t@touch $@
 lab: .venv/.installed
-\t$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+\t$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 '''
 
 README = '''\

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from autograder import grading
@@ -130,3 +131,25 @@ def test_a_class_through_the_exchange(tmp_path):
         assert got == expected, (student, got)
         assert float(rows[student]["score"]) == sum(expected.values())
         assert float(rows[student]["max_score"]) == 20
+
+
+def test_validate_judges_a_warning_as_the_autograder_does(tmp_path):
+    """`nbgrader validate` (the Validate button) from the course root, with its configuration: a solution
+    that prints a warning on stderr passes, as it keeps its points when autograded (StderrToStdout),
+    where stock nbgrader's Validator calls the cell failed."""
+    release = nbformat.read(str(grading.release_path(LAB, REPO)), as_version=4)
+    nb = grading.fill_solutions(release, nbformat.read(str(grading.source_path(LAB, REPO)), as_version=4))
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "ex1_solution":
+            body = cell.source.index('"""', cell.source.index('"""') + 3) + 4  # after the docstring
+            cell.source = (cell.source[:body] + "    import sys; print('a harmless warning', file=sys.stderr)\n"
+                           + cell.source[body:])
+            assert "harmless" in cell.source
+    path = tmp_path / f"{LAB}.ipynb"
+    nbformat.write(nb, str(path))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOGRADER_")}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "autograder.run_nbgrader", "validate", str(path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert "No nbgrader_config.py" not in out and "Success! Your notebook passes all the tests." in out, out[-3000:]
