@@ -218,8 +218,9 @@ def _stub_source(module: str) -> str:
         ''')
 
 
-def _copy_package(source: str, target: str) -> None:
-    """Regular files and folders of ``source`` (no ``__pycache__``, no ``.pyc``, no links), world-readable."""
+def copy_package(source: str, target: str) -> None:
+    """Regular files and folders of ``source`` (no ``__pycache__``, no ``.pyc``, no links), world-readable
+    (also the student distribution's copy, :mod:`autograder.student_dist`)."""
     os.makedirs(target, mode=0o755)
     os.chmod(target, 0o755)
     for entry in os.scandir(source):
@@ -227,7 +228,7 @@ def _copy_package(source: str, target: str) -> None:
             continue
         path = os.path.join(target, entry.name)
         if entry.is_dir(follow_symlinks=False):
-            _copy_package(entry.path, path)
+            copy_package(entry.path, path)
         elif entry.is_file(follow_symlinks=False):
             shutil.copyfile(entry.path, path, follow_symlinks=False)
             os.chmod(path, 0o644)
@@ -259,7 +260,7 @@ def build(packages: Mapping[str, str], forbidden: Mapping[str, Sequence[str]],
     try:
         for package, source_dir in sorted(packages.items()):
             target = os.path.join(root, package)
-            _copy_package(source_dir, target)
+            copy_package(source_dir, target)
             edition.substitutes[source_dir] = target
         for module in reference_modules:
             package = next((p for p in packages if module == p or module.startswith(p + ".")), None)

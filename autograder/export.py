@@ -4,8 +4,9 @@ nbgrader's own ``CsvExportPlugin`` writes one total per student and assignment (
 the working directory, unquoted). This plugin writes nbgrader's columns (``assignment``, ``duedate``,
 ``timestamp``, ``student_id``, ``last_name``, ``first_name``, ``email``, ``raw_score``,
 ``late_submission_penalty``, ``score``, ``max_score``), then one column per exercise: the points of
-the test cells whose ``grade_id`` names that exercise (``ex3_hidden_reference`` belongs to ``ex3``;
-:attr:`ExerciseCsvExport.exercise_pattern`), a blank where an assignment has no such exercise.
+the test cells whose ``grade_id`` names that exercise (up to its first underscore, as in the score table
+of :mod:`autograder.grading`: ``ex3_hidden_reference`` belongs to ``ex3``), a blank where an assignment has
+no such exercise.
 A student with no submission gets 0 everywhere, as in nbgrader's. ``nbgrader_config.py`` makes it
 the course's exporter and writes to ``_grading/grades.csv`` (never into the repository's root).
 """
@@ -17,7 +18,8 @@ import re
 
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.plugins import ExportPlugin
-from traitlets import Unicode
+
+from autograder.grading import exercise_of
 
 __all__ = ["ExerciseCsvExport"]
 
@@ -33,14 +35,8 @@ def _exercise_order(name: str):
 class ExerciseCsvExport(ExportPlugin):
     """nbgrader's CSV columns plus a column per exercise (see the module docstring)."""
 
-    exercise_pattern = Unicode(
-        r"^(ex\d+)_", help="A regular expression whose first group, matched on a test cell's grade_id, names its "
-        "exercise; cells it does not match count in the total only"
-    ).tag(config=True)
-
     def _exercise(self, cell_name: str) -> str | None:
-        match = re.match(self.exercise_pattern, cell_name or "")
-        return match.group(1) if match else None
+        return exercise_of(cell_name) if cell_name else None
 
     def export(self, gradebook: Gradebook) -> None:
         dest = self.to or "grades.csv"

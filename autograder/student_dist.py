@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from autograder.config import course_settings, course_root
-from autograder.edition import package_dirs
+from autograder.edition import copy_package, package_dirs
 from autograder.grading import RELEASE_DIR, discover_labs, release_path
 
 __all__ = ["build_student_dist", "STUB"]
@@ -102,10 +102,6 @@ check yourself. The hidden tests run when your lab is graded. Labs: {labs}.
 '''
 
 
-def _copy_package(source: Path, target: Path) -> None:
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints"))
-
-
 def _requirements(text: str) -> str:
     """The course's pins, the course package installed without the autograder extra."""
     out = []
@@ -137,7 +133,7 @@ def build_student_dist(out: str | os.PathLike | None = None, repo: str | os.Path
             (out / name).mkdir()
             (out / name / "__init__.py").write_text(STUB)
         else:
-            _copy_package(Path(directory), out / name)
+            copy_package(directory, str(out / name))
     data = {}
     for name in packages:
         folder = out / name

@@ -4,8 +4,9 @@ nbgrader's feedback page lists its test cells as "Test cell (Score: 0 / 1)", one
 MathJax from a CDN (offline, its formulas stay raw LaTeX). For ``generate_feedback``, after
 ``GetGrades`` and :class:`HideHiddenTests`, this preprocessor puts in ``resources["autograder"]``:
 
-- ``exercises``: per exercise (the test cells whose ``grade_id`` matches :attr:`exercise_pattern`,
-  named by the markdown heading that says "Exercise N"), its score and points, and each test cell's
+- ``exercises``: per exercise (the test cells whose ``grade_id`` starts with it, ``ex3_...``, as
+  :func:`autograder.grading.exercise_of` counts them; named by the markdown heading that says
+  "Exercise 3"), its score and points, and each test cell's
   kind (visible or hidden test), score, points and, when it failed, the one line it ended with (the
   checker's verdict, already scrubbed of hidden lines by :class:`HideHiddenTests`);
 - ``mathjax_js``: MathJax 3's self-contained SVG bundle (``tex-svg.js`` of the
@@ -24,6 +25,7 @@ import re
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
+from autograder.grading import exercise_of
 from autograder.preprocessors.feedback import HIDDEN_PLACEHOLDER
 
 __all__ = ["ExerciseSummary", "TEMPLATES", "mathjax_bundle"]
@@ -57,8 +59,6 @@ def _number(text: str) -> float:
 class ExerciseSummary(NbGraderPreprocessor):
     """Per-exercise subtotals and the offline MathJax for the feedback template (see the module docstring)."""
 
-    exercise_pattern = Unicode(r"^ex(\d+)_", help="first group: the exercise number, from a test cell's grade_id").tag(
-        config=True)
     heading_pattern = Unicode(r"^#+\s*(Exercise\s+(\d+)\b.*)$", help="a markdown line naming an exercise: "
                               "group 1 its title, group 2 its number").tag(config=True)
     mathjax_path = Unicode("", help="MathJax 3's tex-svg.js (default: the sphinx-mathjax-offline package's)").tag(
@@ -78,10 +78,10 @@ class ExerciseSummary(NbGraderPreprocessor):
             if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
                 continue
             grade_id = meta.get("grade_id", "")
-            m = re.match(self.exercise_pattern, grade_id)
-            number = m.group(1) if m else ""
-            entry = exercises.setdefault(number, {
-                "number": number, "title": titles.get(number) or (f"Exercise {number}" if number else "Other tests"),
+            key = exercise_of(grade_id)  # as the score table and the CSV export count exercises
+            number = re.sub(r"\D", "", key)
+            entry = exercises.setdefault(key, {
+                "number": number, "title": titles.get(number) or key,
                 "score": 0.0, "points": 0.0, "cells": []})
             score, points = _number(meta.get("score")), _number(meta.get("points"))
             errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
