@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.plugins import ExportPlugin
 
-from autograder.grading import exercise_of
+from autograder.grading import exercise_of, exercise_order
 
 __all__ = ["ExerciseCsvExport"]
 
 KEYS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email", "raw_score",
         "late_submission_penalty", "score", "max_score"]
-
-
-def _exercise_order(name: str):
-    digits = re.sub(r"\D", "", name)
-    return (int(digits) if digits else 1 << 30, name)
 
 
 class ExerciseCsvExport(ExportPlugin):
@@ -70,7 +64,7 @@ class ExerciseCsvExport(ExportPlugin):
                             if name is not None and grade.score is not None:
                                 row[name] += grade.score
                 rows.append(row)
-        columns = KEYS + sorted(exercises, key=_exercise_order)
+        columns = KEYS + sorted(exercises, key=exercise_order)
         folder = os.path.dirname(os.path.abspath(dest))
         os.makedirs(folder, exist_ok=True)
         self.log.info("Exporting grades to %s (%d rows, exercises %s)", dest, len(rows), ", ".join(columns[len(KEYS):]))

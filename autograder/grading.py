@@ -640,6 +640,12 @@ def exercise_of(grade_id: str) -> str:
     return grade_id.split("_", 1)[0]
 
 
+def exercise_order(exercise: str) -> tuple[int, str]:
+    """Sort key of an exercise (:func:`exercise_of`): by its number, ``ex2`` before ``ex10``; one without a number last."""
+    digits = re.sub(r"\D", "", exercise)
+    return (int(digits) if digits else 1 << 30, exercise)
+
+
 @dataclass
 class SubmissionResult:
     """What happened to one submission: its scores, or why it could not be graded."""

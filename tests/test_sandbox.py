@@ -67,16 +67,20 @@ def layout(tmp_path_factory):
     return root, policy
 
 
-CHECKS = r"""
-import json, os, socket, sys
-root, port = sys.argv[1], int(sys.argv[2])
-out = {"uid": os.getuid(), "euid": os.geteuid(), "cwd": os.getcwd(), "home": os.environ.get("HOME")}
-
+#: what the check scripts run in the sandbox share: out[key] = ["ok", result] or [exception, message]
+ATTEMPT = r"""
 def attempt(key, fn):
     try:
         out[key] = ["ok", fn()]
     except Exception as e:
         out[key] = [type(e).__name__, str(e)]
+"""
+
+CHECKS = r"""
+import json, os, socket, sys
+root, port = sys.argv[1], int(sys.argv[2])
+out = {"uid": os.getuid(), "euid": os.geteuid(), "cwd": os.getcwd(), "home": os.environ.get("HOME")}
+""" + ATTEMPT + r"""
 
 attempt("read_secret", lambda: open(os.path.join(root, "secret", "file.txt")).read())
 attempt("list_secret", lambda: os.listdir(os.path.join(root, "secret")))
@@ -357,11 +361,7 @@ SUBSTITUTE_CHECK = r"""
 import json, os, sys
 lib = sys.argv[1]
 out = {}
-def attempt(key, fn):
-    try:
-        out[key] = ["ok", fn()]
-    except Exception as e:
-        out[key] = [type(e).__name__, str(e)]
+""" + ATTEMPT + r"""
 attempt("read", lambda: open(os.path.join(lib, "mod.py")).read())
 attempt("list", lambda: sorted(os.listdir(lib)))
 attempt("write", lambda: open(os.path.join(lib, "new.py"), "w").write("x"))

@@ -25,7 +25,7 @@ import re
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
-from autograder.grading import exercise_of
+from autograder.grading import exercise_of, exercise_order
 from autograder.preprocessors.feedback import HIDDEN_PLACEHOLDER
 
 __all__ = ["ExerciseSummary", "TEMPLATES", "mathjax_bundle"]
@@ -92,7 +92,7 @@ class ExerciseSummary(NbGraderPreprocessor):
             entry["points"] += points
             entry["cells"].append({"grade_id": grade_id, "score": score, "points": points, "reason": reason,
                                    "kind": "hidden test" if HIDDEN_PLACEHOLDER.strip() in cell.source else "visible test"})
-        ordered = sorted(exercises.values(), key=lambda e: (not e["number"], int(e["number"] or 0)))
+        ordered = [exercises[key] for key in sorted(exercises, key=exercise_order)]
         resources.setdefault("autograder", {})
         resources["autograder"]["exercises"] = ordered
         resources["autograder"]["mathjax_js"] = mathjax_bundle(self.mathjax_path)
