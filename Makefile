@@ -1,10 +1,12 @@
 # Deep Generative Models course book: build, test, grade.
 #
-#   make book    render the book to _build/html (offline; executes the pages)
-#   make test    the whole test suite: gmlib, grading and its integrity, labs (nbval), book
-#   make grade   nbgrader demo: generate, autograde example submissions, export CSV
-#   make lab     JupyterLab on notebooks/ with the nbgrader extension
-#   make bench   the benchmark scripts (gmlib/bench): speed figures, printed
+#   make book        render the book to _build/html (offline; executes the pages)
+#   make test        the whole test suite: gmlib, grading and its integrity, labs (nbval), book
+#   make grade       nbgrader demo: generate, autograde example submissions, export CSV
+#   make lab         JupyterLab on notebooks/ with the nbgrader extension
+#   make formgrader  nbgrader's formgrader on the course, for instructors
+#   make student-dist  the labs and gmlib for students, without solutions (_build/student)
+#   make bench       the benchmark scripts (gmlib/bench): speed figures, printed
 #
 # The first target you run creates .venv and installs requirements.txt into it;
 # later runs skip the install until requirements.txt or pyproject.toml change.
@@ -31,10 +33,10 @@ export MPLBACKEND := Agg
 # Labs and pages run on the CPU in tests unless you override it.
 export GMLIB_DEVICE ?= cpu
 
-.PHONY: help install book book-check test test-code test-pages test-lib test-grading test-integrity test-labs grade student-dist lab bench integrity lock clean
+.PHONY: help install book book-check test test-code test-pages test-lib test-grading test-integrity test-labs grade student-dist lab formgrader bench integrity lock clean
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,13p' Makefile | sed 's/^# \{0,1\}//'
 
 install: $(STAMP)
 
@@ -139,8 +141,18 @@ JUPYTER ?= $(BIN)/jupyter
 # draws nothing in JupyterLab) nor the tests' GMLIB_DEVICE=cpu (gmlib picks CUDA when present);
 # a GMLIB_DEVICE you set yourself is kept.
 LAB_ENV := -u MPLBACKEND $(if $(filter file,$(origin GMLIB_DEVICE)),-u GMLIB_DEVICE)
+# LAB_ROOT: the folder JupyterLab serves (the labs; the tests give a scratch copy)
+LAB_ROOT ?= notebooks
 lab: $(STAMP)
-	env $(LAB_ENV) $(JUPYTER) lab --ServerApp.root_dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
+	env $(LAB_ENV) $(JUPYTER) lab --ServerApp.root_dir=$(LAB_ROOT) $(ALLOW_ROOT) $(LAB_ARGS)
+
+# nbgrader's formgrader (assignments, submissions, scores, feedback) for the instructor, in JupyterLab
+# served from the course's root: its links open solutions/ and notebooks/, which `make lab` (rooted at
+# notebooks/) cannot serve. COURSE is that root (this repository unless you name another course).
+COURSE ?= .
+formgrader: $(STAMP)
+	cd $(COURSE) && env $(LAB_ENV) $(abspath $(JUPYTER)) lab --ServerApp.root_dir=. \
+	  --ServerApp.default_url=/formgrader $(ALLOW_ROOT) $(LAB_ARGS)
 
 # Re-resolve the pinned set from the direct requirements (needs the package index).
 lock:

@@ -170,9 +170,11 @@ if StderrToStdout not in _validator_preprocessors.default():
 # opens with each exercise's name, subtotal and tests (ExerciseSummary) and renders math with MathJax
 # inlined (the course's template, autograder/templates/autograder_feedback: no network needed).
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, ExerciseSummary, CSSHTMLHeaderPreprocessor]
-c.HTMLExporter.template_name = "autograder_feedback"
-c.HTMLExporter.template_file = "feedback_page.html.j2"
-c.HTMLExporter.extra_template_basedirs = [
+# Scoped to GenerateFeedback's exporter (traitlets' parent-specific config): the formgrader's own
+# HTMLExporter, which shows a submission with its 'formgrade' template, must not get this one.
+c.GenerateFeedback.HTMLExporter.template_name = "autograder_feedback"
+c.GenerateFeedback.HTMLExporter.template_file = "feedback_page.html.j2"
+c.GenerateFeedback.HTMLExporter.extra_template_basedirs = [
     FEEDBACK_TEMPLATES,
     os.path.join(os.path.dirname(importlib.util.find_spec("nbgrader").origin), "server_extensions", "formgrader", "templates"),
 ]
