@@ -72,6 +72,46 @@ def _math_renders_offline(folder: Path) -> None:
     assert typeset >= 10, f"MathJax typeset {typeset} formulas in the feedback page ({proc.stderr[-500:]})"
 
 
+def _formgrader_shows_the_class(tmp_path: Path, root: Path) -> None:
+    """`make formgrader COURSE=root` in headless Chromium: the assignment with its submissions, the
+    gradebook's scores, one graded submission, and the links into the course's folders."""
+    from browser import Browser
+    from test_browser import MakeServer, keep
+
+    server = MakeServer(tmp_path, "formgrader", [], [f"COURSE={root}"])
+    browser = Browser(1400, 900)
+    try:
+        browser.authorize(server.token)
+        browser.goto(f"{server.url}/formgrader/manage_assignments")
+        row = browser.wait_for(f"Array.from(document.querySelectorAll('tbody tr')).map(r => r.innerText)"
+                               f".find(t => t.startsWith('{LAB}') && /\\b3\\b/.test(t))", 60, "lab01 with 3 submissions")
+        links = browser.eval("Array.from(document.querySelectorAll('tbody tr:first-child a[href^=\"/tree/\"]'))"
+                             ".map(a => a.getAttribute('href'))")
+        assert sorted(links) == [f"/tree/./notebooks/{LAB}", f"/tree/./solutions/{LAB}"], links
+        for link in links:  # the source (Edit) and the release (Preview) open: the server serves the course root
+            folder = link.removeprefix("/tree/./")
+            listing = browser.eval(f"fetch('/api/contents/{folder}').then(r => r.ok ? r.json() : r.status)")
+            assert isinstance(listing, dict) and f"{LAB}.ipynb" in [c["name"] for c in listing["content"]], (link, listing)
+        browser.goto(f"{server.url}/formgrader/gradebook/{LAB}/{LAB}")
+        rows = browser.wait_for("(() => { const r = Array.from(document.querySelectorAll('tbody tr'))"
+                                ".map(r => Array.from(r.cells).map(c => c.innerText.trim()));"
+                                " return r.length === 3 && r.every(c => c.length > 3) && r; })()", 60, "3 graded submissions")
+        assert sorted(r[2] for r in rows) == ["0 / 20", "16 / 20", "20 / 20"], rows  # overall score
+        keep(browser.screenshot(tmp_path / "formgrader-gradebook.png"))
+        partial = browser.eval("Array.from(document.querySelectorAll('tbody tr')).find(r => r.cells[2].innerText.trim()"
+                               " === '16 / 20').querySelector('a').href")
+        browser.goto(partial)
+        text = browser.wait_for("document.querySelector('#notebook') && document.body.innerText.includes('Exercise 5')"
+                                " && document.body.innerText", 60, "the graded submission")
+        assert "Submission" in text and "Lab 1: the probability toolkit" in text
+        keep(browser.screenshot(tmp_path / "formgrader-submission.png"))
+    finally:
+        browser.close()
+        server.close()
+    log = (tmp_path / "formgrader.log").read_text()
+    assert " 500 " not in log and "Traceback" not in log, log[-3000:]
+
+
 def test_a_class_through_the_exchange(tmp_path):
     course = grading.Course.create(tmp_path / "course", [LAB])
     exchange = course.root / "_grading" / "exchange"  # nbgrader_config.py's default for one account
@@ -97,6 +137,7 @@ def test_a_class_through_the_exchange(tmp_path):
     assert "not in session" not in log and "guard setup:" not in log, log[-3000:]
     carol = log[log.index(f"submitted/carol/{LAB}"):].split("Sanitizing")[0]
     assert "RestoreCells" not in carol, carol
+    _formgrader_shows_the_class(tmp_path, course.root)
     course.nbgrader("generate_feedback", LAB)
     course.nbgrader("release_feedback", LAB)
     hidden = _hidden_lines(LAB)
