@@ -24,6 +24,7 @@ FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS))
 # Extra pytest arguments, e.g. PYTEST_ARGS="-x -k kl"
 PYTEST_ARGS ?=
 BUILD      := _build
+CHP_VERSION := 5.3.0
 
 # nbgrader runs `alembic` from PATH: make the venv's win for nbgrader started from `make lab`
 # (the formgrader) or by hand; autograder.grading sets PATH for its own nbgrader calls.
@@ -46,6 +47,11 @@ $(STAMP): requirements.txt pyproject.toml
 	@# pip compiles the .pyc files one at a time; compileall uses every core (119 -> 89 s on 2 cores).
 	@# Like pip, it leaves out the few files that are not valid on this Python (torch ships 3.12-only ones).
 	@$(BIN)/python -m compileall -qq -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || true
+	@# JupyterHub's proxy (deploy/jupyterhub_config.py, tests/test_jupyterhub.py), from the npm registry
+	@if command -v npm >/dev/null; then \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/node configurable-http-proxy@$(CHP_VERSION) >/dev/null && \
+	  ln -sf ../node/node_modules/.bin/configurable-http-proxy $(BIN)/configurable-http-proxy; \
+	else echo "npm not found: JupyterHub's configurable-http-proxy not installed (apt-get install npm, then make install)"; fi
 	@touch $@
 	@echo "installed into $(VENV)"
 

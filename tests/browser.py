@@ -36,8 +36,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    """Poll ``url`` until it answers (any HTTP status), failing with the server's log if it died or timed out."""
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None,
+                  any_status: bool = True) -> None:
+    """Poll ``url`` until it answers (any HTTP status, or only 2xx), failing with the server's log if it died
+    or timed out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -46,7 +48,9 @@ def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None
             urllib.request.urlopen(url, timeout=5)
             return
         except urllib.error.HTTPError:
-            return
+            if any_status:
+                return
+            time.sleep(0.3)
         except OSError:
             time.sleep(0.3)
     tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
