@@ -18,6 +18,7 @@ repository.
 """
 from __future__ import annotations
 
+import ast
 import copy
 import csv
 import html
@@ -177,6 +178,10 @@ def test_lab_source_follows_the_conventions(lab):
         for c in tests:
             meta = _nbgrader_meta(c)
             assert c.cell_type == "code" and meta["locked"] and meta["points"] > 0 and not meta["solution"]
+            # a failed check says what failed, in words (the feedback shows the message, never the line)
+            bare = [ast.get_source_segment(c.source, n) for n in ast.walk(ast.parse(c.source))
+                    if isinstance(n, ast.Assert) and n.msg is None]
+            assert not bare, f"{lab} {meta['grade_id']}: asserts without a message: {bare}"
     # executed, with the outputs nbval compares, and no stderr or errors
     checked = [c for c in nb.cells if c.cell_type == "code" and "nbval-check-output" in c.metadata.get("tags", [])]
     assert checked and all(c.outputs for c in checked), "executed source with cells tagged nbval-check-output"
