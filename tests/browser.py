@@ -143,6 +143,9 @@ class Browser:
             if value:
                 return value
             if time.monotonic() > deadline:
+                if os.environ.get("GMLIB_SCREENSHOTS"):  # what the page showed, for the record
+                    os.makedirs(os.environ["GMLIB_SCREENSHOTS"], exist_ok=True)
+                    self.screenshot(Path(os.environ["GMLIB_SCREENSHOTS"]) / "timeout.png")
                 raise BrowserError(f"waited {timeout:.0f} s for {what}; page text: "
                                    f"{(self.eval('document.body && document.body.innerText') or '')[:1500]}")
             time.sleep(0.25)

@@ -89,6 +89,7 @@ def restart_and_run_all(browser: Browser, url: str, timeout: float) -> list[dict
     browser.goto(url)
     browser.wait_for(KERNEL_IDLE_JS, 120, "JupyterLab to open the notebook with an idle kernel")
     browser.eval(f"window.jupyterapp.shell.activateById(({PANEL_JS}).id), true")
+    browser.wait_for(f"window.jupyterapp.shell.currentWidget === ({PANEL_JS})", 30, "the notebook to be the current one")
     labels = browser.eval("window.jupyterapp.commands.label('notebook:restart-run-all')")
     assert labels == "Restart Kernel and Run All Cells…", labels  # the wording the labs use
     browser.eval("void window.jupyterapp.commands.execute('notebook:restart-run-all'), true")
@@ -113,6 +114,12 @@ def show_cell(browser: Browser, cell_id: str) -> None:
     }})()""")
 
 
+def validate(browser: Browser, path: str) -> dict:
+    """What nbgrader's Validate button gets from the server (``/assignments/validate``) for a notebook."""
+    return browser.eval(f"fetch('/assignments/validate', {{method: 'POST', body: new URLSearchParams({{path: "
+                        f"{json.dumps(path)}}})}}).then(r => r.json())", timeout=300)
+
+
 def text_of(cell: dict) -> str:
     out = []
     for o in cell["outputs"]:
@@ -133,7 +140,7 @@ def test_make_lab_in_a_browser_runs_a_blank_lab_to_the_end_and_shows_a_solved_la
     try:
         browser.authorize(server.token)
         # a blank lab: Run All reaches the end, one note per exercise, no error, no harness marker
-        cells = restart_and_run_all(browser, f"{server.url}/lab/tree/lab01/lab01.ipynb", 180)
+        cells = restart_and_run_all(browser, f"{server.url}/lab/tree/lab01/lab01.ipynb?reset", 180)
         errors = [(c["id"], o.get("ename") or o.get("name")) for c in cells for o in c["outputs"]
                   if o.get("output_type") == "error" or o.get("name") == "stderr"]
         assert not errors, errors
@@ -145,8 +152,11 @@ def test_make_lab_in_a_browser_runs_a_blank_lab_to_the_end_and_shows_a_solved_la
         assert browser.eval("document.querySelectorAll('.jp-MarkdownOutput details summary').length") >= 5  # the hints
         show_cell(browser, next(c["id"] for c in cells if "Exercise 2 is not implemented yet" in text_of(c)))
         keep(browser.screenshot(tmp_path / "lab01-blank-run-all.png"))
+        # Validate (nbgrader's button) runs the notebook as a tool does: the unfinished exercises fail there
+        verdict = validate(browser, "lab01/lab01.ipynb")
+        assert verdict["success"] and verdict["value"].get("failed"), verdict
         # a solved lab: every figure is drawn (MPLBACKEND=Agg is not passed on), every exercise passes
-        cells = restart_and_run_all(browser, f"{server.url}/lab/tree/lab02/lab02.ipynb", 300)
+        cells = restart_and_run_all(browser, f"{server.url}/lab/tree/lab02/lab02.ipynb?reset", 300)  # alone: no lab01 tab
         errors = [(c["id"], o.get("ename") or o.get("name")) for c in cells for o in c["outputs"]
                   if o.get("output_type") == "error" or o.get("name") == "stderr"]
         assert not errors, errors
@@ -157,7 +167,11 @@ def test_make_lab_in_a_browser_runs_a_blank_lab_to_the_end_and_shows_a_solved_la
         show_cell(browser, drawn[0])
         assert browser.wait_for("document.querySelectorAll('.jp-RenderedImage img').length", 30, "a figure on the page")
         keep(browser.screenshot(tmp_path / "lab02-solved-run-all.png"))
+        verdict = validate(browser, "lab02/lab02.ipynb")
+        assert verdict["success"] and not verdict["value"].get("failed") and not verdict["value"].get("changed"), verdict
         assert not [e for e in browser.console if "Error" in e and "favicon" not in e], browser.console
     finally:
         browser.close()
         server.close()
+    log = server.log.read_text()
+    assert "No nbgrader_config.py" not in log and "Traceback" not in log, log[-3000:]  # Validate read the course's
