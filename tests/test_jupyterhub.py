@@ -10,6 +10,7 @@ and the score is the one the same notebook gets everywhere else.
 """
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json
 import os
@@ -139,5 +140,9 @@ def test_a_student_submits_lab1_through_jupyterhub_and_the_instructor_grades_it(
                 hub.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(hub.pid, signal.SIGKILL)
+        proxy_pid = tmp_path / "hub" / "proxy.pid"  # a hub that died early leaves its proxy running
+        if proxy_pid.is_file():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(proxy_pid.read_text().strip()), signal.SIGTERM)
     text = log.read_text()
     assert "Traceback" not in text, text[-4000:]
