@@ -435,8 +435,8 @@ def release(lab: str, repo: str | os.PathLike | None = None) -> Path:
     """Regenerate ``notebooks/LAB/`` from ``solutions/LAB/`` and return the release notebook's path.
 
     Runs ``nbgrader generate_assignment`` in a scratch course, normalises the notebook
-    (:func:`normalise_notebook`) and writes it, with any other file of the release, into the
-    repository.
+    (:func:`normalise_notebook`, the source's ``language_info`` kept whole, as nbgrader writes it)
+    and writes it, with any other file of the release, into the repository.
     """
     repo = course_root(repo)
     _check_lab(lab, repo)
@@ -449,7 +449,13 @@ def release(lab: str, repo: str | os.PathLike | None = None) -> Path:
                 dest = out_dir / path.relative_to(generated.parent)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if path.suffix == ".ipynb":
-                    _write_notebook(normalise_notebook(nbformat.read(str(path), as_version=4)), dest)
+                    generated_nb = nbformat.read(str(path), as_version=4)
+                    released = normalise_notebook(generated_nb)
+                    if "language_info" in generated_nb.metadata:
+                        # as nbgrader writes it (the source's): `nbgrader generate_assignment --force`
+                        # in the course then leaves the committed release as it is
+                        released.metadata["language_info"] = generated_nb.metadata["language_info"]
+                    _write_notebook(released, dest)
                 else:
                     shutil.copyfile(path, dest)
     return release_path(lab, repo)

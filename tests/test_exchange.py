@@ -115,7 +115,10 @@ def _formgrader_shows_the_class(tmp_path: Path, root: Path) -> None:
 def test_a_class_through_the_exchange(tmp_path):
     course = grading.Course.create(tmp_path / "course", [LAB])
     exchange = course.root / "_grading" / "exchange"  # nbgrader_config.py's default for one account
-    course.generate(LAB)
+    generated = course.generate(LAB)
+    # byte for byte the committed release: `nbgrader generate_assignment --force`, the README's first
+    # instructor command, leaves the checkout clean
+    assert generated.read_bytes() == grading.release_path(LAB, REPO).read_bytes()
     assert exchange.is_dir(), "nbgrader_config.py makes the default exchange"
     course.nbgrader("release_assignment", LAB)
     for student, (notebook, _) in STUDENTS.items():
