@@ -62,7 +62,8 @@ book: $(STAMP)
 	@$(MAKE) --no-print-directory book-check
 
 # The built site must load nothing from the network: no remote scripts,
-# images, styles or fonts, and MathJax served from _static; every chapter page has figures.
+# images, styles or fonts, and MathJax served from _static; every chapter page has figures; no
+# page shows build plumbing (equation labels, glue calls, Thebe's script, nbval markers).
 book-check:
 	@html=$(BUILD)/html; \
 	test -f $$html/index.html || { echo "book-check: $$html/index.html missing; run make book"; exit 1; }; \
@@ -71,9 +72,11 @@ book-check:
 	  echo "book-check: the pages above load resources from the network"; exit 1; fi; \
 	if grep -rEl '(src|href)="https?://[^"]*(cdn|unpkg|jsdelivr|googleapis)' $$html --include='*.html'; then \
 	  echo "book-check: the pages above reference a CDN"; exit 1; fi; \
+	if grep -rlE '\(ch[0-9]{2}-[a-z][a-z0-9_-]*\)|class="n">glue</span><span class="p">\(|THEBE_JS_URL|NBVAL' $$html/book $$html/notebooks --include='*.html'; then \
+	  echo "book-check: the pages above show build plumbing (an equation label, a glue call, Thebe's script or a test marker)"; exit 1; fi; \
 	for page in $$html/book/ch[0-9][0-9]_*.html; do \
 	  grep -q '<img' $$page || { echo "book-check: $$page has no figures (were the plots drawn?)"; exit 1; }; done; \
-	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter"
+	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter, no build plumbing shown"
 
 # Five streams, two at a time (one per core), the longest first: the grading pipeline (its
 # parallel and PostgreSQL runs included) beside the autograder's integrity; then the fast tests,
