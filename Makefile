@@ -63,7 +63,9 @@ book: $(STAMP)
 
 # The built site must load nothing from the network: no remote scripts,
 # images, styles or fonts, and MathJax served from _static; every chapter page has figures; no
-# page shows build plumbing (equation labels, glue calls, Thebe's script, nbval markers).
+# page shows build plumbing (equation labels, glue calls, Thebe's script, nbval markers); then every
+# page opened in headless Chromium at 1400 and 390 px (tests/check_book_pages.py): no request off the
+# site, no console error, no display equation wider than the column at 1400 px, no plumbing shown.
 book-check:
 	@html=$(BUILD)/html; \
 	test -f $$html/index.html || { echo "book-check: $$html/index.html missing; run make book"; exit 1; }; \
@@ -76,7 +78,8 @@ book-check:
 	  echo "book-check: the pages above show build plumbing (an equation label, a glue call, Thebe's script or a test marker)"; exit 1; fi; \
 	for page in $$html/book/ch[0-9][0-9]_*.html; do \
 	  grep -q '<img' $$page || { echo "book-check: $$page has no figures (were the plots drawn?)"; exit 1; }; done; \
-	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter, no build plumbing shown"
+	echo "book-check: $$(ls $$html/book/*.html $$html/notebooks/*/*.html 2>/dev/null | wc -l) pages, no remote resources, MathJax offline, figures in every chapter, no build plumbing shown"; \
+	$(BIN)/python tests/check_book_pages.py $$html
 
 # Five streams, two at a time (one per core), the longest first: the grading pipeline (its
 # parallel and PostgreSQL runs included) beside the autograder's integrity; then the fast tests,

@@ -93,6 +93,7 @@ class Browser:
         self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=120, suppress_origin=True)
         self.ids = itertools.count(1)
         self.console: list[str] = []  # the page's console errors and uncaught exceptions
+        self.requests: list[str] = []  # every URL the page asked for, once Network is enabled (authorize, record_requests)
         self.send("Page.enable")
         self.send("Runtime.enable")
         self.send("Emulation.setFocusEmulationEnabled", enabled=True)  # a headless page has no focus otherwise
@@ -104,7 +105,9 @@ class Browser:
         self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
         while True:
             msg = json.loads(self.ws.recv())
-            if msg.get("method") == "Runtime.exceptionThrown":
+            if msg.get("method") == "Network.requestWillBeSent":
+                self.requests.append(msg["params"]["request"]["url"])
+            elif msg.get("method") == "Runtime.exceptionThrown":
                 self.console.append(msg["params"]["exceptionDetails"].get("exception", {}).get("description", "")[:500])
             elif msg.get("method") == "Runtime.consoleAPICalled" and msg["params"].get("type") == "error":
                 self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in msg["params"]["args"])[:500])
@@ -118,6 +121,10 @@ class Browser:
         its pages' own requests included, which a token in the address alone does not cover)."""
         self.send("Network.enable")
         self.send("Network.setExtraHTTPHeaders", headers={"Authorization": f"token {token}"})
+
+    def record_requests(self) -> None:
+        """Record every request the page makes from now on (``self.requests``)."""
+        self.send("Network.enable")
 
     def goto(self, url: str, timeout: float = 120) -> None:
         self.send("Page.navigate", url=url)
