@@ -22,6 +22,7 @@ import nbformat
 import pytest
 
 from autograder import grading
+from browser import chromium  # Debian's Chromium, or None (a failure in CI)
 from test_integrity import _hidden_lines  # the lines of a lab's hidden tests that no other cell shows
 
 pytestmark = pytest.mark.slow
@@ -47,16 +48,6 @@ def _student(home: Path, exchange: Path, *args: str) -> subprocess.CompletedProc
                           cwd=home, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"nbgrader {' '.join(args)} as {home.name}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
     return proc
-
-
-def chromium() -> str | None:
-    """Debian's headless browser (``.ci/run`` installs it): None without it, a failure when ``CI`` is set."""
-    import shutil
-
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and os.environ.get("CI"):
-        pytest.fail("chromium is not installed (Debian's package chromium; .ci/run installs it as root)")
-    return found
 
 
 def _math_renders_offline(folder: Path) -> None:
