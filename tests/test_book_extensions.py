@@ -48,3 +48,19 @@ def test_thebe_scripts_are_dropped_and_the_others_kept():
     context = {"script_files": list(scripts)}
     no_thebe._drop_thebe(None, "page", "page.html", context, None)
     assert context["script_files"] == scripts[2:]
+
+
+def test_slim_static_keeps_what_tex_chtml_loads(tmp_path):
+    import slim_static
+
+    mathjax = tmp_path / "_static" / "mathjax"
+    files = ["tex-chtml.js", "tex-svg-full.js", "sre/speech.js", "output/chtml/fonts/woff-v2/MathJax_Main.woff",
+             "output/svg/fonts/tex.js", "input/tex/extensions/cancel.js", "input/mml.js", "ui/menu.js", "a11y/explorer.js"]
+    for f in files + ["../scripts/theme.js", "../scripts/theme.js.map"]:
+        (mathjax / f).parent.mkdir(parents=True, exist_ok=True)
+        (mathjax / f).write_text("x")
+    slim_static._slim(_app(tmp_path), None)
+    left = sorted(p.relative_to(tmp_path / "_static").as_posix() for p in (tmp_path / "_static").rglob("*") if p.is_file())
+    assert left == ["mathjax/a11y/explorer.js", "mathjax/input/tex/extensions/cancel.js",
+                    "mathjax/output/chtml/fonts/woff-v2/MathJax_Main.woff", "mathjax/tex-chtml.js", "mathjax/ui/menu.js",
+                    "scripts/theme.js"]
