@@ -57,9 +57,10 @@ def main() -> int:
                 errors = [e for e in browser.console if not e.startswith(IGNORED_CONSOLE)]
                 if errors:
                     problems.append(f"{name}: console {errors[:2]}")
-                wide = [e for e in browser.eval(EQUATIONS) if e["over"] > 1]
+                shown_equations = browser.eval(EQUATIONS)
+                wide = [e for e in shown_equations if e["over"] > 1]
                 if width >= 1000:
-                    equations += len(browser.eval(EQUATIONS))
+                    equations += len(shown_equations)
                     if wide:
                         problems.append(f"{name}: display equations wider than the column {[e['id'] for e in wide]}")
                 else:

@@ -120,6 +120,12 @@ def validate(browser: Browser, path: str) -> dict:
                         f"{json.dumps(path)}}})}}).then(r => r.json())", timeout=300)
 
 
+def errors_of(cells: list[dict]) -> list[tuple[str, str]]:
+    """(cell id, error name or "stderr") for every error or stderr output of the cells."""
+    return [(c["id"], o.get("ename") or o.get("name")) for c in cells for o in c["outputs"]
+            if o.get("output_type") == "error" or o.get("name") == "stderr"]
+
+
 def text_of(cell: dict) -> str:
     out = []
     for o in cell["outputs"]:
@@ -141,8 +147,7 @@ def test_make_lab_in_a_browser_runs_a_blank_lab_to_the_end_and_shows_a_solved_la
         browser.authorize(server.token)
         # a blank lab: Run All reaches the end, one note per exercise, no error, no harness marker
         cells = restart_and_run_all(browser, f"{server.url}/lab/tree/lab01/lab01.ipynb?reset", 180)
-        errors = [(c["id"], o.get("ename") or o.get("name")) for c in cells for o in c["outputs"]
-                  if o.get("output_type") == "error" or o.get("name") == "stderr"]
+        errors = errors_of(cells)
         assert not errors, errors
         notes = re.findall(r"^Exercise (\d) is not implemented yet", "".join(text_of(c) for c in cells), re.M)
         assert sorted(notes) == ["1", "2", "3", "4", "5"], notes
@@ -157,8 +162,7 @@ def test_make_lab_in_a_browser_runs_a_blank_lab_to_the_end_and_shows_a_solved_la
         assert verdict["success"] and verdict["value"].get("failed"), verdict
         # a solved lab: every figure is drawn (MPLBACKEND=Agg is not passed on), every exercise passes
         cells = restart_and_run_all(browser, f"{server.url}/lab/tree/lab02/lab02.ipynb?reset", 300)  # alone: no lab01 tab
-        errors = [(c["id"], o.get("ename") or o.get("name")) for c in cells for o in c["outputs"]
-                  if o.get("output_type") == "error" or o.get("name") == "stderr"]
+        errors = errors_of(cells)
         assert not errors, errors
         shows = [c["id"] for c in cells if "plt.show()" in c["source"]]
         drawn = [c["id"] for c in cells if any("image/png" in o.get("data", {}) for o in c["outputs"])]

@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ import psutil
 import pytest
 
 from autograder import config, grading, integrity, parallel
+from browser import free_port  # tests/browser.py: a free port on 127.0.0.1
 from pgcluster import skip_or_fail as _missing  # tests/pgcluster.py: skip, or fail when CI is set
 from pgcluster import throwaway_postgres
 
@@ -84,12 +84,6 @@ def _marker(course, lab: str, student: str) -> Path:
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "autograder.parallel", *args], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------
@@ -391,13 +385,13 @@ def test_sqlite_gradebook_refused_with_several_workers(alone):
     root = str(alone.course.root)
     with _nothing_changes(alone.course):
         lines = [_one_error_line(_cli(LABS[0], "--root", root, *how))
-                 for how in (["--jobs", "2"], ["--scheduler", f"tcp://127.0.0.1:{_free_port()}"])]
+                 for how in (["--jobs", "2"], ["--scheduler", f"tcp://127.0.0.1:{free_port()}"])]
     for line in lines:
         assert "SQLite cannot take concurrent writers" in line and "gradebook.db" in line, line
 
 
 def test_an_unreachable_scheduler(alone):
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with _nothing_changes(alone.course):
         line = _one_error_line(_cli(LABS[0], "--root", str(alone.course.root), "--scheduler", address,
@@ -407,7 +401,7 @@ def test_an_unreachable_scheduler(alone):
 
 
 def test_an_unreachable_database(alone):
-    port = _free_port()
+    port = free_port()
     with _nothing_changes(alone.course):
         line = _one_error_line(_cli(LABS[0], "--root", str(alone.course.root), "--restart",
                                     "--db-url", f"postgresql://grader:s3cret@127.0.0.1:{port}/dgm"))
