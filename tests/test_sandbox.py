@@ -585,7 +585,17 @@ def test_kernel_manager_interrupt_and_shutdown(tmp_path, probed, preload, monkey
             assert _pids_with(token)
         finally:
             kc.stop_channels()
+            sent = []
+            signal_kernel = km._async_signal_kernel
+
+            async def recording(signum):
+                sent.append(signum)
+                await signal_kernel(signum)
+
+            km._async_signal_kernel = recording
             await km.shutdown_kernel(now=True)
+            # a kill only: no interrupt first, which a kernel mid-message would log as an error
+            assert signal.SIGINT not in sent, sent
         return km
 
     km = asyncio.run(scenario())
