@@ -29,7 +29,7 @@ objective           discriminator                                               
 ``non_saturating``  same as minimax                                             :math:`\mathbb E\,\zeta(-\ell_f)`
 ``least_squares``   :math:`\tfrac12\mathbb E(\ell_r - 1)^2 + \tfrac12\mathbb E\,\ell_f^2`  :math:`\tfrac12\mathbb E(\ell_f - 1)^2`
 ``hinge``           :math:`\mathbb E\,[1 - \ell_r]_+ + \mathbb E\,[1 + \ell_f]_+`    :math:`-\mathbb E\,\ell_f`
-``wgan_gp``         :math:`\mathbb E\,\ell_f - \mathbb E\,\ell_r + \lambda\,\mathrm{GP}`   :math:`-\mathbb E\,\ell_f`
+``wgan_gp``         :math:`\mathbb E\,\ell_f - \mathbb E\,\ell_r + \omega_\mathrm{GP}\,\mathrm{GP}`   :math:`-\mathbb E\,\ell_f`
 ==================  ==========================================================  ================================
 
 (minimax and non-saturating: Goodfellow et al. 2014, eq. ch06:value and
@@ -143,9 +143,9 @@ def gradient_penalty(
     r"""The gradient penalty of WGAN-GP (Gulrajani et al. 2017, their eq. 3):
 
     .. math:: \mathrm{GP} = \mathbb E_{\hat x}\bigl(\lVert\nabla_{\hat x} D(\hat x)\rVert_2 - 1\bigr)^2,
-              \qquad \hat x = \epsilon x + (1 - \epsilon)\tilde x,\ \epsilon \sim U[0, 1], \tag{ch06:gp}
+              \qquad \hat x = u x + (1 - u)\tilde x,\ u \sim U[0, 1], \tag{ch06:gp}
 
-    one :math:`\epsilon` per pair of a real example ``x`` and a generated one ``x~``
+    one :math:`u` (``eps``) per pair of a real example ``x`` and a generated one ``x~``
     (``real`` and ``fake``, both ``(B, *event)``). ``critic(x_hat)`` returns ``(B,)`` or
     ``(B, 1)``. The gradient is taken with ``create_graph=True`` so the penalty can
     itself be differentiated with respect to the critic's parameters. ``eps`` ``(B,)``
@@ -213,7 +213,7 @@ class GANConfig:
 
     objective: str = "non_saturating"  # one of OBJECTIVES
     d_steps: int = 1  # discriminator updates per generator update (5 in Gulrajani et al. 2017)
-    gp_weight: float = 10.0  # lambda of the gradient penalty (used by wgan_gp only)
+    gp_weight: float = 10.0  # omega_GP, the gradient penalty's weight (wgan_gp only)
     lr_d: float = 2e-4  # the discriminator's Adam step size
     lr_g: float = 2e-4  # the generator's Adam step size
     betas: tuple = (0.5, 0.999)  # Adam's (beta1, beta2) for both players (Radford et al. 2016)

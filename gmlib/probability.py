@@ -241,13 +241,13 @@ def _isotropic_log_prob(x: torch.Tensor, mean: torch.Tensor | float, var: float)
 class ConjugateGaussian:
     r"""The linear-Gaussian toy model of Chapter 1.
 
-    .. math::  z \sim \mathcal N(\mu_0, \tau^2 I_D), \qquad x \mid z \sim \mathcal N(z, s^2 I_D).
+    .. math::  z \sim \mathcal N(\mu_0, s_0^2 I_D), \qquad x \mid z \sim \mathcal N(z, s^2 I_D).
 
     Everything is Gaussian, so the evidence and the posterior are exact:
 
-    .. math::  p(x) = \mathcal N(x \mid \mu_0, (\tau^2 + s^2) I), \qquad
-               p(z\mid x) = \mathcal N\Big(\mu_0 + \frac{\tau^2}{\tau^2+s^2}(x-\mu_0),\;
-               \frac{\tau^2 s^2}{\tau^2+s^2} I\Big).   \tag{ch01:conjugate}
+    .. math::  p(x) = \mathcal N(x \mid \mu_0, (s_0^2 + s^2) I), \qquad
+               p(z\mid x) = \mathcal N\Big(\mu_0 + \frac{s_0^2}{s_0^2+s^2}(x-\mu_0),\;
+               \frac{s_0^2 s^2}{s_0^2+s^2} I\Big).   \tag{ch01:conjugate}
 
     Any Gaussian :math:`q(z) = \mathcal N(m, \operatorname{diag} v)` gives the
     evidence lower bound (ELBO)

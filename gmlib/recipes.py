@@ -108,7 +108,7 @@ class ObjectiveSettings:
     lr: float  # Adam step size of the discriminator and of the generator
     betas: tuple = (0.5, 0.999)  # Adam's (beta1, beta2)
     d_steps: int = 1  # discriminator updates per generator update
-    gp_weight: float = 10.0  # lambda of the gradient penalty (wgan_gp only)
+    gp_weight: float = 10.0  # omega_GP, the gradient penalty's weight (wgan_gp only)
 
 
 #: Per-objective settings of :class:`ToyProtocol`: for each objective, the setting with the lowest
@@ -120,7 +120,7 @@ class ObjectiveSettings:
 #: lr 1e-3 (the non-saturating and hinge losses collapsed onto one to three modes in some seeds)
 #: and, for wgan_gp, gp_weight 10 (one or two modes for every lr from 1e-3 to 8e-3) and 0.1, and
 #: 3 or 5 critic steps (both worse). Gulrajani et al. (2017) use lr 1e-4, 5 critic steps and
-#: lambda = 10 (0.1 in their code for toy data) over 100k generator steps, far beyond this budget.
+#: omega_GP = 10 (their lambda; 0.1 in their code for toy data) over 100k generator steps, far beyond this budget.
 TOY_SETTINGS = {
     "minimax": ObjectiveSettings(lr=4e-3),
     "non_saturating": ObjectiveSettings(lr=4e-3),
@@ -326,7 +326,7 @@ class DigitsGANPreset:
     batchnorm: bool = True  # batch normalization in the generator (the discriminator has none)
     objective: str = "non_saturating"  # one of OBJECTIVES
     d_steps: int = 1  # discriminator updates per generator update
-    gp_weight: float = 10.0  # lambda of the gradient penalty (wgan_gp only)
+    gp_weight: float = 10.0  # omega_GP, the gradient penalty's weight (wgan_gp only)
     lr_d: float = 5e-4  # Adam step sizes; Radford et al. (2016) use 2e-4, which needs more epochs here
     lr_g: float = 5e-4
     betas: tuple = (0.5, 0.999)  # Adam's (beta1, beta2) (Radford et al. 2016)

@@ -53,15 +53,16 @@ test log-likelihood.
 **Training objective.** :meth:`VAE.loss` minimises, in training mode,
 
 .. math::  -\frac1B\sum_{n=1}^B \mathbb E_q\big[\log p_\theta(x_n\mid z)\big]
-           + w_t \sum_{j=1}^{L} \max\Big(\lambda,\ \frac1B\sum_{n=1}^B \mathrm{KL}_j(x_n)\Big),
-           \qquad w_t = \beta \min\big(1, t / T_\text{warm-up}\big),     \tag{ch05:loss}
+           + \omega_\mathrm{KL}(t) \sum_{j=1}^{L} \max\Big(\tau,\ \frac1B\sum_{n=1}^B \mathrm{KL}_j(x_n)\Big),
+           \qquad \omega_\mathrm{KL}(t) = \omega_\mathrm{KL} \min\big(1, t / T_\text{warm-up}\big),     \tag{ch05:loss}
 
 where :math:`\mathrm{KL}_j` is the :math:`j`-th term of :eq:`ch05:kl-gauss`, :math:`t` the
-number of training steps taken so far, :math:`\beta` the KL weight of the
-:math:`\beta`-VAE (Higgins et al. 2017), the rise of the weight from 0 the "KL annealing"
+number of training steps taken so far, :math:`\omega_\mathrm{KL}` (``beta``) the KL weight, whose
+values above 1 make the :math:`\beta`-VAE (Higgins et al. 2017), the rise of the weight from 0 the "KL annealing"
 of Bowman et al. (2016) in the linear "warm-up" form of Sønderby et al. (2016), and
-:math:`\lambda` the "free bits" of Kingma et al. (2016) (nats per latent dimension that
-are not penalised, on the batch average). With :math:`\beta = 1`, no warm-up and :math:`\lambda = 0` this is
+:math:`\tau` (``free_bits``) the "free bits" of Kingma et al. (2016), who write :math:`\lambda` (nats per latent
+dimension that are not penalised, on the batch average). With :math:`\omega_\mathrm{KL} = 1`, no warm-up and
+:math:`\tau = 0` this is
 the negative ELBO. In eval mode :meth:`VAE.loss` is always the plain negative ELBO,
 so a validation loss (early stopping in :func:`gmlib.train.train`) compares like with like.
 
@@ -433,7 +434,7 @@ class VAE(nn.Module):
             return -(terms.log_likelihood - terms.kl).mean()
         c = self.config
         w = self.kl_weight
-        if c.free_bits > 0:  # sum_j max(lambda, batch mean of KL_j)
+        if c.free_bits > 0:  # sum_j max(tau, batch mean of KL_j)
             kl = terms.kl_per_dim.mean(0).clamp_min(c.free_bits).sum()
         else:
             kl = terms.kl.mean()

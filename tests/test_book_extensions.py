@@ -50,17 +50,99 @@ def test_thebe_scripts_are_dropped_and_the_others_kept():
     assert context["script_files"] == scripts[2:]
 
 
-def test_slim_static_keeps_what_tex_chtml_loads(tmp_path):
+def test_slim_static_keeps_what_the_pages_load(tmp_path):
     import slim_static
 
     mathjax = tmp_path / "_static" / "mathjax"
-    files = ["tex-chtml.js", "tex-svg-full.js", "sre/speech.js", "output/chtml/fonts/woff-v2/MathJax_Main.woff",
-             "output/svg/fonts/tex.js", "input/tex/extensions/cancel.js", "input/mml.js", "ui/menu.js", "a11y/explorer.js"]
-    for f in files + ["../scripts/theme.js", "../scripts/theme.js.map"]:
+    files = ["startup.js", "core.js", "input/tex.js", "output/chtml.js", "a11y/assistive-mml.js", "tex-chtml.js",
+             "tex-svg-full.js", "sre/speech.js", "output/chtml/fonts/woff-v2/MathJax_Main.woff", "output/svg/fonts/tex.js",
+             "input/tex/extensions/cancel.js", "input/mml.js", "ui/menu.js", "a11y/explorer.js"]
+    for f in files + ["../scripts/theme.js", "../scripts/theme.js.map", "../scripts/fontawesome.js"]:
         (mathjax / f).parent.mkdir(parents=True, exist_ok=True)
         (mathjax / f).write_text("x")
     slim_static._slim(_app(tmp_path), None)
     left = sorted(p.relative_to(tmp_path / "_static").as_posix() for p in (tmp_path / "_static").rglob("*") if p.is_file())
-    assert left == ["mathjax/a11y/explorer.js", "mathjax/input/tex/extensions/cancel.js",
-                    "mathjax/output/chtml/fonts/woff-v2/MathJax_Main.woff", "mathjax/tex-chtml.js", "mathjax/ui/menu.js",
-                    "scripts/theme.js"]
+    assert left == ["mathjax/a11y/assistive-mml.js", "mathjax/core.js", "mathjax/input/tex.js",
+                    "mathjax/input/tex/extensions/cancel.js", "mathjax/output/chtml.js",
+                    "mathjax/output/chtml/fonts/woff-v2/MathJax_Main.woff", "mathjax/startup.js", "scripts/theme.js"]
+
+
+def test_slim_static_rewrites_pages(tmp_path):
+    """The icon script and (but on search.html) the search index leave the pages; figures load lazily;
+    the code spans that carry no colour of their own are unwrapped, the others kept."""
+    import slim_static
+
+    head = ('<script defer src="../_static/scripts/fontawesome.js?digest=1"></script>\n'
+            '    <script src="../_static/searchtools.js"></script>\n    <script src="../searchindex.js"></script>')
+    body = ('<img alt="a" src="x.png"/><pre><span class="n">x</span><span class="w"> </span><span class="o">=</span>'
+            '<span class="p">(</span><span class="mi">1</span><span class="p">)</span>'
+            '<span class="c1"># (5.1)</span></pre><i class="fa-solid fa-bars"></i>')
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "ch.html").write_text(head + body)
+    (tmp_path / "search.html").write_text(head)
+    used = slim_static._rewrite_pages(tmp_path)
+    page = (tmp_path / "book" / "ch.html").read_text()
+    assert page == ('<img loading="lazy" decoding="async" alt="a" src="x.png"/><pre>x <span class="o">=</span>('
+                    '<span class="mi">1</span>)<span class="c1"># (5.1)</span></pre><i class="fa-solid fa-bars"></i>')
+    assert "fontawesome" not in (tmp_path / "search.html").read_text()
+    assert "searchindex.js" in (tmp_path / "search.html").read_text()
+    assert {"fa-solid", "fa-bars"} <= used
+
+
+def test_purged_css_keeps_the_rules_some_page_or_script_can_use():
+    import slim_static
+
+    css = ("/*! banner */.a{color:red}.b,.used{x:1}.b .used{y:2}.used:not(.b){z:3}.x:is(.b,.used){w:4}"
+           "@media (min-width:720px){.b{q:1}.used>p{q:2}}@font-face{font-family:F;src:url(f.woff)}"
+           ":root{--c:1}html[data-theme=dark] .used{v:1}.fa-bars:before,.fa-navicon:before{content:\"\\f0c9\"}"
+           ".s{content:\"}{\"}")
+    out = slim_static._purge_css(css, {"used", "a", "x", "fa-bars", "s"})
+    assert out == (".a{color:red}.used{x:1}.used:not(.b){z:3}.x:is(.b,.used){w:4}@media (min-width:720px){.used>p{q:2}}"
+                   "@font-face{font-family:F;src:url(f.woff)}:root{--c:1}html[data-theme=dark] .used{v:1}"
+                   ".fa-bars:before{content:\"\\f0c9\"}.s{content:\"}{\"}")
+
+
+def test_bibliography_labels_are_author_year():
+    from pybtex.database import parse_string
+
+    import bibliography_links
+
+    bib = parse_string("""
+    @article{a, author={Ackley, David and Hinton, Geoffrey and Sejnowski, Terrence}, title={A}, journal={J}, year={1985}}
+    @article{b, author={Kingma, Diederik and Welling, Max}, title={B}, journal={J}, year={2014}}
+    @article{c, author={Kingma, Diederik and Welling, Max}, title={C}, journal={J}, year={2014}}
+    @article{d, author={Neal, Radford}, title={D}, journal={J}, year={2001}}
+    @misc{e, title={Optical digits: data}, year={1998}}
+    """, "bibtex")
+    style = bibliography_links.AuthorYearStyle()
+    labels = [e.label for e in style.format_entries(bib.entries.values())]
+    # sorted by author, then year and title (pybtex's author_year_title; a work without authors first)
+    assert labels == ["Optical digits, 1998", "Ackley et al., 1985", "Kingma and Welling, 2014a",
+                      "Kingma and Welling, 2014b", "Neal, 2001"]
+
+
+def test_figures_get_a_palette_only_when_it_changes_nothing_visible(tmp_path):
+    """An opaque figure with few colours is stored with a palette (smaller, within half a grey level);
+    a transparent one, or a photo-like one a palette would change more, is left as drawn."""
+    import numpy as np
+    from PIL import Image
+
+    import slim_static
+
+    rng = np.random.default_rng(0)
+    plot = np.full((200, 300, 4), 255, np.uint8)
+    plot[50:150, 100:200, :3] = (31, 119, 180)  # a blue bar
+    plot[::7, :, :3] = rng.integers(0, 255, (1, 300, 3))  # some antialiasing-like rows
+    noise = np.concatenate([rng.integers(0, 256, (200, 300, 3)), np.full((200, 300, 1), 255)], 2).astype(np.uint8)
+    clear = plot.copy()
+    clear[0, 0, 3] = 0
+    for name, array in (("plot", plot), ("noise", noise), ("clear", clear)):
+        Image.fromarray(array, "RGBA").save(tmp_path / f"{name}.png")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    slim_static._shrink_figures(tmp_path)
+    with Image.open(tmp_path / "plot.png") as im:
+        assert im.mode == "P"
+        assert np.abs(np.asarray(im.convert("RGB"), dtype=int) - plot[..., :3]).mean() < 0.5
+    assert (tmp_path / "plot.png").stat().st_size < len(before["plot.png"])
+    assert (tmp_path / "noise.png").read_bytes() == before["noise.png"]
+    assert (tmp_path / "clear.png").read_bytes() == before["clear.png"]

@@ -144,3 +144,41 @@ def test_every_exercise_has_a_collapsible_hint():
             elif cell.get("metadata", {}).get("nbgrader", {}).get("solution") and exercise is not None:
                 assert hinted[exercise], f"{path.name}: Exercise {exercise} has no hint before its solution cell"
         assert hinted and all(hinted.values()), (path.name, hinted)
+
+
+def _code_cells(page: Path):
+    """(metadata, source) of each code cell of a MyST chapter page."""
+    for body in re.findall(r"```\{code-cell\} ipython3\n(.*?)```", page.read_text(), re.S):
+        meta = {}
+        if body.startswith("---\n"):
+            head, body = body[4:].split("\n---\n", 1)
+            meta = yaml.safe_load(head) or {}
+        elif body.startswith(":tags:"):
+            body = body.split("\n", 1)[1]
+        yield meta, body
+
+
+CHAPTERS = sorted((ROOT / "book").glob("ch[0-9][0-9]_*.md"))
+
+
+@pytest.mark.parametrize("page", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_code_fits_88_columns_and_every_figure_is_captioned(page):
+    """Issue 18: code lines within 88 characters; every cell that draws shows one figure, with a
+    numbered caption (a figure name), and alt text; the first cell draws them sharp (book_figures)."""
+    cells = list(_code_cells(page))
+    assert cells and "book_figures()" in cells[0][1], f"{page.name}: the first cell does not call book_figures()"
+    names = set()
+    for i, (meta, src) in enumerate(cells):
+        long = [line for line in src.splitlines() if len(line) > 88]
+        assert not long, f"{page.name}, cell {i}: lines over 88 characters: {long[:2]}"
+        if "plt.show()" not in src:
+            continue
+        assert src.count("plt.show()") == 1, f"{page.name}, cell {i}: more than one figure in a cell"
+        mystnb = meta.get("mystnb") or {}
+        figure, image = mystnb.get("figure") or {}, mystnb.get("image") or {}
+        assert figure.get("caption", "").strip() and figure.get("name", "").startswith(page.stem[:4] + "-fig-"), \
+            f"{page.name}, cell {i}: a figure without a caption or a chNN-fig- name"
+        assert len(str(image.get("alt", "")).strip()) >= 15, f"{page.name}, cell {i}: a figure without alt text"
+        assert figure["name"] not in names, f"{page.name}: figure name {figure['name']} used twice"
+        names.add(figure["name"])
+    assert names, f"{page.name} draws no figure"

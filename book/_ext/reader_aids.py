@@ -1,0 +1,22 @@
+"""Reader aids: ``book/_static/reader.css`` and ``reader.js`` on every page.
+
+- Figures keep their proportions when a phone narrows them (Sphinx writes a 2x figure's display
+  size as an inline width and height), and a click opens one at full resolution.
+- A display equation wider than the column (on a phone) gets a visible scroll cue, a fading
+  right edge marked "scroll", until the reader has scrolled to its end.
+"""
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parents[1] / "_static"
+
+
+def _static_path(app, config):
+    if str(STATIC) not in config.html_static_path:
+        config.html_static_path.append(str(STATIC))
+
+
+def setup(app):
+    app.connect("config-inited", _static_path)
+    app.add_css_file("reader.css")
+    app.add_js_file("reader.js", loading_method="defer")
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,38 @@
+// Reader aids for the course book (book/_ext/reader_aids.py): marks each display equation that is
+// wider than its column, so reader.css can show a scroll cue, once MathJax has typeset the page
+// and again when the window changes size.
+(function () {
+  function scroller(div) {
+    // the element that scrolls: the equation's block, or MathJax's container inside it
+    const candidates = [div, ...div.querySelectorAll("mjx-container")];
+    return candidates.find((el) => el.scrollWidth > el.clientWidth + 1) || null;
+  }
+  function mark() {
+    document.querySelectorAll("div.math").forEach((div) => {
+      const el = scroller(div);
+      div.classList.toggle("dgm-scrolls", el !== null);
+      if (el !== null && !el.dataset.dgmWatched) {
+        el.dataset.dgmWatched = "1";
+        el.addEventListener("scroll", () => {
+          div.classList.toggle("dgm-scrolled-end", el.scrollLeft + el.clientWidth >= el.scrollWidth - 2);
+        }, { passive: true });
+      }
+    });
+    document.documentElement.dataset.dgmEquationsMarked = "1";
+  }
+  function whenTypeset() {
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+      MathJax.startup.promise.then(mark);
+    } else if (document.querySelector("div.math")) {
+      setTimeout(whenTypeset, 100);  // MathJax is still loading
+    } else {
+      mark();
+    }
+  }
+  window.addEventListener("load", whenTypeset);
+  let pending = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(pending);
+    pending = setTimeout(mark, 150);
+  });
+})();
