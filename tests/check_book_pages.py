@@ -11,7 +11,9 @@ one), and the check fails, naming the page, on:
 - a figure without a numbered caption ("Fig. 5.3") or without alt text (a file name is not one);
 - an icon of the theme without its glyph (book/_ext/slim_static.py keeps only the icons in use);
 - at 1400 px, a display equation wider than the text column, or a code cell that scrolls sideways;
-- at 390 px, a display equation that scrolls without the visible scroll cue (book/_static/reader.js);
+- at 390 px, a display equation that scrolls without the visible scroll cue (book/_static/reader.js),
+  or a figure shrunk below 600 px (its text would be too small to read: a wide one scrolls in its
+  frame instead, with the same cue);
 - build plumbing in the visible text: an equation label such as ``(ch05-loss)``, a ``glue(`` call
   or an nbval marker;
 - the bibliography: an entry that does not link back to a page citing it; the index
@@ -49,6 +51,21 @@ ICONS = """Array.from(document.querySelectorAll('i.fa-solid, i.fa-regular, i.fa-
   .filter(i => !i.glyph || i.glyph === 'none' || i.glyph === 'normal' || i.glyph === '""')"""
 CODE_SCROLLING = """Array.from(document.querySelectorAll('div.cell_input pre')).filter(
   p => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1).length"""
+PHONE_FIGURES = """(async () => {
+  const imgs = Array.from(document.querySelectorAll('figure img'));
+  imgs.forEach(i => { i.loading = 'eager'; });
+  await Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; })));
+  window.dispatchEvent(new Event('resize'));
+  await new Promise(r => setTimeout(r, 500));
+  return imgs.map(i => {
+    const frame = i.parentElement, fig = i.closest('figure');
+    const natural = parseFloat(i.style.width) || i.naturalWidth;
+    const scrolls = frame.scrollWidth > frame.clientWidth + 1;
+    return {src: i.getAttribute('src').split('/').pop().slice(0, 24),
+            small: i.getBoundingClientRect().width < Math.min(natural, 600) - 1,
+            nocue: scrolls && !(fig.classList.contains('dgm-scrolls') && getComputedStyle(frame, '::after').content !== 'none')};
+  }).filter(f => f.small || f.nocue);
+})()"""
 NO_CUE = """Array.from(document.querySelectorAll('div.math')).filter(d => {
   const els = [d, ...d.querySelectorAll('mjx-container')];
   const scrolls = els.some(e => e.scrollWidth > e.clientWidth + 1);
@@ -111,6 +128,9 @@ def main() -> int:
                     no_cue = browser.eval(NO_CUE)
                     if no_cue:
                         problems.append(f"{name}: equations that scroll without the scroll cue {no_cue[:3]}")
+                    cramped = browser.eval(PHONE_FIGURES)
+                    if cramped:
+                        problems.append(f"{name}: figures shrunk below 600 px or scrolling without a cue {cramped[:3]}")
                 text = browser.eval("document.body.innerText")
                 shown = sorted(set(PLUMBING.findall(text)))
                 if shown:

@@ -12,7 +12,7 @@ import no_thebe  # noqa: E402
 
 
 def _app(outdir):
-    return SimpleNamespace(outdir=str(outdir), builder=SimpleNamespace(format="html"))
+    return SimpleNamespace(outdir=str(outdir), doctreedir=str(Path(outdir) / ".doctrees"), builder=SimpleNamespace(format="html"))
 
 
 def test_equation_labels_become_numbers_across_pages(tmp_path):
@@ -146,3 +146,19 @@ def test_figures_get_a_palette_only_when_it_changes_nothing_visible(tmp_path):
     assert (tmp_path / "plot.png").stat().st_size < len(before["plot.png"])
     assert (tmp_path / "noise.png").read_bytes() == before["noise.png"]
     assert (tmp_path / "clear.png").read_bytes() == before["clear.png"]
+
+
+def test_each_build_starts_from_the_theme_s_files(tmp_path):
+    """Sphinx leaves a static file in the output as the last build left it: the style sheet purged for
+    the pages of then is purged again from the theme's copy, so a class a new page uses keeps its rules."""
+    import slim_static
+
+    static = tmp_path / "_static" / "styles"
+    static.mkdir(parents=True)
+    (static / "pydata-sphinx-theme.css").write_text(".old{a:1}.new{b:2}")
+    (tmp_path / "page.html").write_text('<p class="old">x</p>')
+    slim_static._slim(_app(tmp_path), None)
+    assert (static / "pydata-sphinx-theme.css").read_text() == ".old{a:1}" + slim_static.MARK
+    (tmp_path / "page.html").write_text('<p class="old new">x</p>')  # a later build, no static copy
+    slim_static._slim(_app(tmp_path), None)
+    assert (static / "pydata-sphinx-theme.css").read_text() == ".old{a:1}.new{b:2}" + slim_static.MARK

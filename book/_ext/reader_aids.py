@@ -5,6 +5,7 @@
 - A display equation wider than the column (on a phone) gets a visible scroll cue, a fading
   right edge marked "scroll", until the reader has scrolled to its end.
 """
+import shutil
 from pathlib import Path
 
 STATIC = Path(__file__).resolve().parents[1] / "_static"
@@ -15,8 +16,17 @@ def _static_path(app, config):
         config.html_static_path.append(str(STATIC))
 
 
+def _copy(app, exception):
+    # Sphinx (7.4) copies static files only when a page was rebuilt, and never over an existing
+    # file: copy ours after every build, so an edit to them shows without a clean build
+    if exception is None and app.builder.format == "html":
+        for name in ("reader.css", "reader.js"):
+            shutil.copy2(STATIC / name, Path(app.outdir) / "_static" / name)
+
+
 def setup(app):
     app.connect("config-inited", _static_path)
+    app.connect("build-finished", _copy)
     app.add_css_file("reader.css")
     app.add_js_file("reader.js", loading_method="defer")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

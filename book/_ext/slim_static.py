@@ -44,6 +44,10 @@ from pathlib import Path
 KEEP = {"startup.js", "core.js", "input/tex.js", "input/tex/extensions", "output/chtml.js",
         "output/chtml", "a11y/assistive-mml.js"}
 MATHJAX_PATH = "mathjax/startup.js"
+MARK = "/* purged by book/_ext/slim_static.py */\n"
+# the theme's files this extension rewrites or deletes besides its style sheets
+REWRITTEN = ("vendor/fontawesome/webfonts/fa-solid-900.woff2", "vendor/fontawesome/webfonts/fa-solid-900.ttf",
+             "vendor/fontawesome/webfonts/fa-regular-400.ttf", "vendor/fontawesome/webfonts/fa-brands-400.ttf")
 MAX_PALETTE_ERROR = 0.5  # mean absolute change per channel (0-255) a figure's palette may make
 
 _FONTAWESOME_TAG = re.compile(r'\s*<(?:script[^>]*src|link[^>]*href)="[^"]*scripts/fontawesome\.js[^"]*"[^>]*>(?:</script>)?')
@@ -189,7 +193,7 @@ def _slim_css(static: Path, pages: list[Path]) -> None:
     used = _tokens(static, pages)
     for pattern in CSS_TO_PURGE:
         for css in static.glob(pattern):
-            css.write_text(_purge_css(css.read_text(encoding="utf-8"), used), encoding="utf-8")
+            css.write_text(_purge_css(css.read_text(encoding="utf-8"), used) + MARK, encoding="utf-8")
     if not any(cls.startswith("sd-") for page in pages for attr in _CLASS_ATTR.findall(page.read_text(encoding="utf-8"))
                for cls in attr.split()):
         for page in pages:
@@ -258,6 +262,7 @@ def _slim(app, exception):
         return
     outdir = Path(app.outdir)
     static = outdir / "_static"
+    _pristine(static, Path(app.doctreedir) / "slim_static")
     _slim_mathjax(static)
     _slim_icons(static, _rewrite_pages(outdir))
     _slim_css(static, list(outdir.rglob("*.html")))
@@ -267,6 +272,23 @@ def _slim(app, exception):
     _shrink_figures(outdir / "_images")
     for source_map in static.rglob("*.map"):
         source_map.unlink()
+
+
+def _pristine(static: Path, keep: Path) -> None:
+    """Sphinx (7.4) copies the static files only when some page was rebuilt, and never over a file
+    already in the output: the files this extension rewrites would stay as the last build left
+    them (a style sheet purged for other pages, a font already cut). So the first time it sees
+    them as the theme ships them it keeps a copy beside the doctrees, and each later build starts
+    from that copy."""
+    for rel in [*(p.relative_to(static).as_posix() for pattern in CSS_TO_PURGE for p in static.glob(pattern)),
+                *REWRITTEN]:
+        here, saved = static / rel, keep / rel
+        if here.is_file() and (here.suffix != ".css" or MARK not in here.read_text(encoding="utf-8")):
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(here, saved)  # as the theme ships it
+        elif saved.is_file():
+            here.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(saved, here)
 
 
 def _use_startup(app, config):

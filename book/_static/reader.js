@@ -1,5 +1,5 @@
-// Reader aids for the course book (book/_ext/reader_aids.py): marks each display equation that is
-// wider than its column, so reader.css can show a scroll cue, once MathJax has typeset the page
+// Reader aids for the course book (book/_ext/reader_aids.py): marks each display equation (and, on a
+// phone, each figure) that is wider than its column, so reader.css can show a scroll cue, once MathJax has typeset the page
 // and again when the window changes size.
 (function () {
   function scroller(div) {
@@ -15,6 +15,22 @@
         el.dataset.dgmWatched = "1";
         el.addEventListener("scroll", () => {
           div.classList.toggle("dgm-scrolled-end", el.scrollLeft + el.clientWidth >= el.scrollWidth - 2);
+        }, { passive: true });
+      }
+    });
+    document.querySelectorAll("figure > a.image-reference").forEach((frame) => {
+      const fig = frame.parentElement;
+      const img = frame.querySelector("img");
+      const wide = frame.scrollWidth > frame.clientWidth + 1;
+      fig.classList.toggle("dgm-scrolls", wide);
+      if (img && !img.complete && !img.dataset.dgmWatched) {  // a lazy figure: measure it once loaded
+        img.dataset.dgmWatched = "1";
+        img.addEventListener("load", mark, { once: true });
+      }
+      if (wide && !frame.dataset.dgmWatched) {
+        frame.dataset.dgmWatched = "1";
+        frame.addEventListener("scroll", () => {
+          fig.classList.toggle("dgm-scrolled-end", frame.scrollLeft + frame.clientWidth >= frame.scrollWidth - 2);
         }, { passive: true });
       }
     });
