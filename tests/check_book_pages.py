@@ -10,7 +10,8 @@ one), and the check fails, naming the page, on:
   they load lazily);
 - a figure without a numbered caption ("Fig. 5.3") or without alt text (a file name is not one);
 - an icon of the theme without its glyph (book/_ext/slim_static.py keeps only the icons in use);
-- at 1400 px, a display equation wider than the text column, or a code cell that scrolls sideways;
+- at 1400 px, a display equation wider than the text column or with a glyph cut off by its box,
+  or a code cell that scrolls sideways;
 - at 390 px, a display equation that scrolls without the visible scroll cue (book/_static/reader.js),
   or a figure shrunk below 600 px (its text would be too small to read: a wide one scrolls in its
   frame instead, with the same cue);
@@ -35,7 +36,11 @@ PLUMBING = re.compile(r"\(ch\d\d-[a-z][\w-]*\)|\bglue\(|NBVAL")
 IGNORED_CONSOLE = ("Got invalid theme mode",)  # pydata-sphinx-theme on a first visit, before it stores a mode
 EQUATIONS = """Array.from(document.querySelectorAll('div.math')).map(d => {
   const els = [d, ...d.querySelectorAll('mjx-container')];
-  return {id: d.id || d.textContent.slice(0, 40), over: Math.max(...els.map(e => e.scrollWidth - e.clientWidth))};
+  const box = (d.querySelector('mjx-container') || d).getBoundingClientRect();
+  const glyphs = Array.from(d.querySelectorAll('mjx-c')).map(c => c.getBoundingClientRect()).filter(r => r.height > 0);
+  // a glyph's box touching the container's edge: its ink (which overshoots the box) is cut off
+  const clipped = glyphs.some(r => r.top < box.top + 1 || r.bottom > box.bottom - 1);
+  return {id: d.id || d.textContent.slice(0, 40), over: Math.max(...els.map(e => e.scrollWidth - e.clientWidth)), clipped};
 })"""
 TYPESET = ("document.querySelectorAll('div.math').length === document.querySelectorAll('div.math mjx-container').length"
            " && document.documentElement.dataset.dgmEquationsMarked === '1'")
@@ -107,6 +112,9 @@ def main() -> int:
                     equations += len(shown_equations)
                     if wide:
                         problems.append(f"{name}: display equations wider than the column {[e['id'] for e in wide]}")
+                    clipped = [e["id"] for e in shown_equations if e["clipped"]]
+                    if clipped:
+                        problems.append(f"{name}: display equations with glyphs cut off at the top or bottom {clipped[:3]}")
                     weight = _cold_load(browser.requests)
                     heaviest = max(heaviest, (weight, page.name))
                     if weight > MAX_COLD_LOAD:
