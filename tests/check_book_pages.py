@@ -12,7 +12,8 @@ one), and the check fails, naming the page, on:
 - an icon of the theme without its glyph (book/_ext/slim_static.py keeps only the icons in use);
 - at 1400 px, a display equation wider than the text column or with a glyph cut off by its box,
   or a code cell that scrolls sideways;
-- at 390 px, a display equation that scrolls without the visible scroll cue (book/_static/reader.js),
+- at 390 px, a page wider than the screen (it would scroll sideways as a whole), a display
+  equation that scrolls without the visible scroll cue (book/_static/reader.js),
   or a figure shrunk below 600 px (its text would be too small to read: a wide one scrolls in its
   frame instead, with the same cue);
 - build plumbing in the visible text: an equation label such as ``(ch05-loss)``, a ``glue(`` call
@@ -136,6 +137,9 @@ def main() -> int:
                     no_cue = browser.eval(NO_CUE)
                     if no_cue:
                         problems.append(f"{name}: equations that scroll without the scroll cue {no_cue[:3]}")
+                    sideways = browser.eval("document.documentElement.scrollWidth - window.innerWidth")
+                    if sideways > 1:
+                        problems.append(f"{name}: the page scrolls sideways by {sideways} px")
                     cramped = browser.eval(PHONE_FIGURES)
                     if cramped:
                         problems.append(f"{name}: figures shrunk below 600 px or scrolling without a cue {cramped[:3]}")
