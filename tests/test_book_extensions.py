@@ -162,3 +162,23 @@ def test_each_build_starts_from_the_theme_s_files(tmp_path):
     (tmp_path / "page.html").write_text('<p class="old new">x</p>')  # a later build, no static copy
     slim_static._slim(_app(tmp_path), None)
     assert (static / "pydata-sphinx-theme.css").read_text() == ".old{a:1}.new{b:2}" + slim_static.MARK
+
+
+def test_sphinx_design_leaves_pages_that_use_none_of_its_classes(tmp_path):
+    """Its script names its classes (sd-tab-label); only a page's own classes decide."""
+    import slim_static
+
+    static = tmp_path / "_static"
+    static.mkdir()
+    (static / "design-tabs.js").write_text('label.classList.add("sd-tab-label")')
+    (static / "sphinx-design.min.css").write_text(".sd-card{a:1}.sd-tab-label{b:2}")
+    tags = ('<link rel="stylesheet" type="text/css" href="../_static/sphinx-design.min.css?v=1" />'
+            '<script src="../_static/design-tabs.js?v=2"></script>')
+    plain, cards = tmp_path / "plain.html", tmp_path / "cards.html"
+    plain.write_text(tags + '<p class="x">text</p>')
+    cards.write_text(tags + '<div class="sd-card">card</div>')
+    words = slim_static._script_words(static)
+    slim_static._slim_css(static, [plain], slim_static._page_classes([plain]), words)
+    assert plain.read_text() == '<p class="x">text</p>'
+    slim_static._slim_css(static, [cards], slim_static._page_classes([cards]), words)
+    assert cards.read_text().startswith(tags)

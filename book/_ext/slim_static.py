@@ -99,11 +99,7 @@ def _rewrite_pages(outdir: Path) -> set[str]:
 
 
 def _slim_icons(static: Path, used: set[str]) -> None:
-    script = static / "scripts" / "fontawesome.js"
-    script.unlink(missing_ok=True)
-    for js in static.rglob("*.js"):
-        if "mathjax" not in js.parts:
-            used.update(_ICON_NAME.findall(js.read_text(encoding="utf-8", errors="replace")))
+    """Keep the ``.fa-NAME:before`` rules of the icons in ``used``."""
     css = static / "styles" / "pydata-sphinx-theme.css"
     if css.is_file():
         text = css.read_text(encoding="utf-8")
@@ -115,17 +111,22 @@ def _slim_icons(static: Path, used: set[str]) -> None:
         css.write_text(_ICON_RULE.sub(keep, text), encoding="utf-8")
 
 
-def _tokens(static: Path, pages: list[Path]) -> set[str]:
-    """Every class a page uses, and every word a script of the site mentions (a class a script
-    adds, such as Bootstrap's ``show``, is kept with it)."""
-    used: set[str] = set()
-    for page in pages:
-        for attr in _CLASS_ATTR.findall(page.read_text(encoding="utf-8")):
-            used.update(attr.split())
+def _script_words(static: Path) -> set[str]:
+    """Every word the site's scripts mention (a class a script adds, such as Bootstrap's ``show``,
+    or an icon it draws); MathJax styles its own output."""
+    words: set[str] = set()
     for js in static.rglob("*.js"):
         if "mathjax" not in js.parts:
-            used.update(_WORD.findall(js.read_text(encoding="utf-8", errors="replace")))
-    return used
+            words.update(_WORD.findall(js.read_text(encoding="utf-8", errors="replace")))
+    return words
+
+
+def _page_classes(pages: list[Path]) -> set[str]:
+    classes: set[str] = set()
+    for page in pages:
+        for attr in _CLASS_ATTR.findall(page.read_text(encoding="utf-8")):
+            classes.update(attr.split())
+    return classes
 
 
 def _selector_alive(selector: str, used: set[str]) -> bool:
@@ -189,13 +190,13 @@ def _split_selectors(prelude: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _slim_css(static: Path, pages: list[Path]) -> None:
-    used = _tokens(static, pages)
+def _slim_css(static: Path, pages: list[Path], classes: set[str], words: set[str]) -> None:
+    """Purge the theme's style sheets down to the rules that the pages' classes and the scripts'
+    words can match; sphinx-design's leaves the pages when none of them uses one of its classes."""
     for pattern in CSS_TO_PURGE:
         for css in static.glob(pattern):
-            css.write_text(_purge_css(css.read_text(encoding="utf-8"), used) + MARK, encoding="utf-8")
-    if not any(cls.startswith("sd-") for page in pages for attr in _CLASS_ATTR.findall(page.read_text(encoding="utf-8"))
-               for cls in attr.split()):
+            css.write_text(_purge_css(css.read_text(encoding="utf-8"), classes | words) + MARK, encoding="utf-8")
+    if not any(cls.startswith("sd-") for cls in classes):
         for page in pages:
             text = page.read_text(encoding="utf-8")
             new = _DESIGN_TAGS.sub("", text)
@@ -264,8 +265,12 @@ def _slim(app, exception):
     static = outdir / "_static"
     _pristine(static, Path(app.doctreedir) / "slim_static")
     _slim_mathjax(static)
-    _slim_icons(static, _rewrite_pages(outdir))
-    _slim_css(static, list(outdir.rglob("*.html")))
+    icons = _rewrite_pages(outdir)
+    (static / "scripts" / "fontawesome.js").unlink(missing_ok=True)  # it names every icon there is
+    words = _script_words(static)
+    _slim_icons(static, icons | {w for w in words if w.startswith("fa-")})
+    pages = list(outdir.rglob("*.html"))
+    _slim_css(static, pages, _page_classes(pages), words)
     _subset_icon_font(static)
     for ttf in (static / "vendor").rglob("*.ttf"):
         ttf.unlink()
