@@ -19,6 +19,7 @@ rbm          Chapter 4: restricted Boltzmann machines (CD-k, PCD, exact log Z, A
 likelihoods  observation models p(x | decoder output): Bernoulli, categorical, discretized logistic, Gaussian
 vae          Chapter 5: variational autoencoders (ELBO, IWAE, KL warm-up, free bits, conditional VAE, completion)
 gan          Chapter 6: generative adversarial networks (five objectives, gradient penalty, D*)
+flows        Chapter 7: normalizing flows (couplings, splines, Glow layers, MAF/IAF, dequantization bounds)
 recipes      the protocols that train the book's models, shared by each page and its benchmark script
 pretrained   trained weights the book ships (gmlib/weights), each made by a benchmark script
 bench        benchmark scripts that print speed figures (python -m gmlib.bench.<name>)

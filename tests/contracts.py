@@ -64,3 +64,44 @@ class SequencesChannelsFirst:
     def sample(self, n):
         latents, x = self.model.sample(n, self.T)
         return latents, x.transpose(1, 2)
+
+
+def check_bijection(t, x: torch.Tensor, *, context: torch.Tensor | None = None, atol: float = 1e-10,
+                    rtol: float = 1e-8, n_jacobian: int = 3):
+    """A bijection's contract (STYLE.md: ``forward(x) -> (z, logabsdet)`` maps data to noise).
+
+    - ``logabsdet`` of ``forward`` and ``inverse`` is per example, shape ``(B,)``;
+    - ``inverse(forward(x)) == x`` and the inverse's ``logabsdet`` is minus the forward's;
+    - ``logabsdet`` equals ``log|det J|`` of the flattened Jacobian from
+      ``torch.autograd.functional.jacobian``, for the first ``n_jacobian`` examples, one at a
+      time (so it is also per example), of both ``forward`` at ``x`` and ``inverse`` at ``z``;
+    - an input with one extra entry along dimension 1 raises ``ValueError`` in both directions.
+
+    Give ``x`` (and the bijection) in float64 for the default tolerances.
+    """
+    from torch.autograd.functional import jacobian
+
+    kw = {} if context is None else {"context": context}
+    B = x.shape[0]
+    z, ld = t.forward(x, **kw)
+    assert ld.shape == (B,), f"forward's logabsdet must have shape (B,) = ({B},), got {tuple(ld.shape)}"
+    assert z.shape[0] == B and z.numel() == x.numel(), f"forward maps {tuple(x.shape)} to {tuple(z.shape)}"
+    x_back, ld_inv = t.inverse(z, **kw)
+    assert ld_inv.shape == (B,), f"inverse's logabsdet must have shape (B,), got {tuple(ld_inv.shape)}"
+    assert x_back.shape == x.shape
+    torch.testing.assert_close(x_back, x, atol=atol, rtol=rtol, msg="inverse(forward(x)) != x")
+    torch.testing.assert_close(ld_inv, -ld, atol=atol, rtol=rtol, msg="inverse's logabsdet != -forward's")
+    n = x[0].numel()
+    for b in range(min(n_jacobian, B)):
+        ctx = {} if context is None else {"context": context[b:b + 1]}
+        for fn, at, want in ((t.forward, x, ld), (t.inverse, z, ld_inv)):
+            J = jacobian(lambda v: fn(v, **ctx)[0].reshape(-1), at[b:b + 1]).reshape(n, n)
+            sign, logabs = torch.linalg.slogdet(J)
+            assert sign != 0, "the Jacobian is singular"
+            torch.testing.assert_close(logabs, want[b], atol=max(atol, 1e-9), rtol=max(rtol, 1e-7),
+                                       msg=f"logabsdet of {fn.__name__} != log|det J| (example {b})")
+    for fn, at in ((t.forward, x), (t.inverse, z)):
+        bad = torch.cat([at, at[:, :1]], dim=1)  # one extra entry along dimension 1
+        with pytest.raises(ValueError):
+            fn(bad, **kw)
+    return z, ld
