@@ -11,21 +11,15 @@ from pathlib import Path
 STATIC = Path(__file__).resolve().parents[1] / "_static"
 
 
-def _static_path(app, config):
-    if str(STATIC) not in config.html_static_path:
-        config.html_static_path.append(str(STATIC))
-
-
 def _copy(app, exception):
-    # Sphinx (7.4) copies static files only when a page was rebuilt, and never over an existing
-    # file: copy ours after every build, so an edit to them shows without a clean build
+    # copied here rather than through html_static_path: Sphinx (7.4) copies static files only when
+    # a page was rebuilt, and never over an existing file, so an edit to them would not show
     if exception is None and app.builder.format == "html":
         for name in ("reader.css", "reader.js"):
             shutil.copy2(STATIC / name, Path(app.outdir) / "_static" / name)
 
 
 def setup(app):
-    app.connect("config-inited", _static_path)
     app.connect("build-finished", _copy)
     app.add_css_file("reader.css")
     app.add_js_file("reader.js", loading_method="defer")

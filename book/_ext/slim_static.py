@@ -1,4 +1,4 @@
-"""The built site without what no page needs: a cold page load of about 1 MB, the site about 10 MB.
+"""The built site without what no page needs: each cold page load under 1.5 MB, the site about 10 MB.
 
 When the HTML build has finished:
 
@@ -25,7 +25,7 @@ When the HTML build has finished:
   2x (``gmlib.plot.book_figures``), Matplotlib's PNGs are RGBA with a few hundred colours; each
   opaque one is stored with a palette of 256 (median cut, no dithering) when that changes a
   pixel by less than half a grey level on average (measured: 0.13 at worst, 8.3 -> 3.2 MB for
-  the book's 60 figures). A figure with transparency, or one the palette would change more,
+  the book's figures). A figure with transparency, or one the palette would change more,
   is left as drawn.
 - **Code**: Pygments wraps every name, punctuation mark and space of the code in a ``<span>`` whose
   colour is the code block's own (``n``, ``p``, ``w``, ``nn`` in the theme's light and dark
@@ -34,7 +34,7 @@ When the HTML build has finished:
 - Source maps (``*.map``, for debugging the theme) are deleted.
 
 ``make book-check`` then opens every page in Chromium and fails if a formula is not typeset, a
-file is missing, a page or its first screen weighs too much, or an icon lost its glyph.
+file is missing, a cold page load weighs over 1.5 MB, or an icon lost its glyph.
 """
 import re
 import shutil

@@ -1,22 +1,25 @@
 // Reader aids for the course book (book/_ext/reader_aids.py): marks each display equation (and, on a
-// phone, each figure) that is wider than its column, so reader.css can show a scroll cue, once MathJax has typeset the page
-// and again when the window changes size.
+// phone, each figure) that is wider than its column, so reader.css can show a scroll cue, once
+// MathJax has typeset the page and again when the window changes size.
 (function () {
   function scroller(div) {
     // the element that scrolls: the equation's block, or MathJax's container inside it
     const candidates = [div, ...div.querySelectorAll("mjx-container")];
     return candidates.find((el) => el.scrollWidth > el.clientWidth + 1) || null;
   }
+  function watch(el, owner) {
+    // once the reader has scrolled el to its end, owner's cue goes
+    if (el.dataset.dgmWatched) return;
+    el.dataset.dgmWatched = "1";
+    el.addEventListener("scroll", () => {
+      owner.classList.toggle("dgm-scrolled-end", el.scrollLeft + el.clientWidth >= el.scrollWidth - 2);
+    }, { passive: true });
+  }
   function mark() {
     document.querySelectorAll("div.math").forEach((div) => {
       const el = scroller(div);
       div.classList.toggle("dgm-scrolls", el !== null);
-      if (el !== null && !el.dataset.dgmWatched) {
-        el.dataset.dgmWatched = "1";
-        el.addEventListener("scroll", () => {
-          div.classList.toggle("dgm-scrolled-end", el.scrollLeft + el.clientWidth >= el.scrollWidth - 2);
-        }, { passive: true });
-      }
+      if (el !== null) watch(el, div);
     });
     document.querySelectorAll("figure > a.image-reference").forEach((frame) => {
       const fig = frame.parentElement;
@@ -27,12 +30,7 @@
         img.dataset.dgmWatched = "1";
         img.addEventListener("load", mark, { once: true });
       }
-      if (wide && !frame.dataset.dgmWatched) {
-        frame.dataset.dgmWatched = "1";
-        frame.addEventListener("scroll", () => {
-          fig.classList.toggle("dgm-scrolled-end", frame.scrollLeft + frame.clientWidth >= frame.scrollWidth - 2);
-        }, { passive: true });
-      }
+      if (wide) watch(frame, fig);
     });
     document.documentElement.dataset.dgmEquationsMarked = "1";
   }
