@@ -9,6 +9,7 @@ the weights:
 model                  file                          regenerate with
 =====================  ============================  ==========================================
 Chapter 5's VAE        ``weights/vae_digits.pt``      ``python -m gmlib.bench.vae --save``
+Chapter 7's flow       ``weights/flow_digits.pt``     ``python -m gmlib.bench.flows --save``
 =====================  ============================  ==========================================
 
 The files hold a ``state_dict`` and the figures the script measured (``info``); they
@@ -22,17 +23,16 @@ from pathlib import Path
 import torch
 
 from .device import get_device
-from .recipes import VAEDigitsRecipe, vae_digits
+from .flows import Flow
+from .recipes import FlowDigitsRecipe, VAEDigitsRecipe, flow_digits, vae_digits
 from .vae import VAE
 
-__all__ = ["WEIGHTS_DIR", "load_vae_digits", "save_vae_digits"]
+__all__ = ["WEIGHTS_DIR", "load_vae_digits", "save_vae_digits", "load_flow_digits", "save_flow_digits"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
-def save_vae_digits(model: VAE, recipe: VAEDigitsRecipe, info: dict, path: Path | None = None) -> Path:
-    """Write ``model``'s weights, the recipe and ``info`` (plain numbers and strings)."""
-    path = Path(path) if path is not None else WEIGHTS_DIR / "vae_digits.pt"
+def _save(model, recipe, info: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
@@ -41,25 +41,49 @@ def save_vae_digits(model: VAE, recipe: VAEDigitsRecipe, info: dict, path: Path 
     return path
 
 
+def _load(path: Path, recipe_class, build, command: str, device):
+    """``(model in eval mode on device, info)`` from ``path``; errors name ``command``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; train it with: {command}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or carrying objects weights_only refuses
+        raise ValueError(f"{path} cannot be read as weights ({type(err).__name__}); regenerate it with "
+                         f"{command}") from None
+    try:
+        recipe = recipe_class(**blob["recipe"])
+        model = build(recipe)
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{path} does not hold a {recipe_class.__name__} model ({err}); regenerate it with "
+                         f"{command}") from None
+    info = dict(blob.get("info", {}), recipe=asdict(recipe))
+    return model.to(get_device(device)).eval(), info
+
+
+def save_vae_digits(model: VAE, recipe: VAEDigitsRecipe, info: dict, path: Path | None = None) -> Path:
+    """Write ``model``'s weights, the recipe and ``info`` (plain numbers and strings)."""
+    return _save(model, recipe, info, Path(path) if path is not None else WEIGHTS_DIR / "vae_digits.pt")
+
+
 def load_vae_digits(path: Path | str | None = None, device=None) -> tuple[VAE, dict]:
     """Chapter 5's trained VAE, in eval mode, and the figures measured when it was trained.
 
     Raises ``FileNotFoundError`` naming the command that regenerates the file when it is missing.
     """
     path = Path(path) if path is not None else WEIGHTS_DIR / "vae_digits.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; train it with: python -m gmlib.bench.vae --save")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a torch file, or carrying objects weights_only refuses
-        raise ValueError(f"{path} cannot be read as weights ({type(err).__name__}); regenerate it with "
-                         "python -m gmlib.bench.vae --save") from None
-    try:
-        recipe = VAEDigitsRecipe(**blob["recipe"])
-        model = vae_digits(recipe)
-        model.load_state_dict(blob["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(f"{path} does not hold a VAEDigitsRecipe model ({err}); regenerate it with "
-                         "python -m gmlib.bench.vae --save") from None
-    info = dict(blob.get("info", {}), recipe=asdict(recipe))
-    return model.to(get_device(device)).eval(), info
+    return _load(path, VAEDigitsRecipe, vae_digits, "python -m gmlib.bench.vae --save", device)
+
+
+def save_flow_digits(model: Flow, recipe: FlowDigitsRecipe, info: dict, path: Path | None = None) -> Path:
+    """Write ``model``'s weights, the recipe and ``info`` (plain numbers and strings)."""
+    return _save(model, recipe, info, Path(path) if path is not None else WEIGHTS_DIR / "flow_digits.pt")
+
+
+def load_flow_digits(path: Path | str | None = None, device=None) -> tuple[Flow, dict]:
+    """Chapter 7's trained flow, in eval mode, and the figures measured when it was trained.
+
+    Raises ``FileNotFoundError`` naming the command that regenerates the file when it is missing.
+    """
+    path = Path(path) if path is not None else WEIGHTS_DIR / "flow_digits.pt"
+    return _load(path, FlowDigitsRecipe, flow_digits, "python -m gmlib.bench.flows --save", device)

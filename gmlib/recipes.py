@@ -19,6 +19,7 @@ recipe                                      used by                            b
 :class:`VAEDigitsRecipe`                    Chapter 5 (its shipped weights)    ``python -m gmlib.bench.vae``
 :class:`ToyProtocol`                        Chapter 6, objectives on 2-D data  ``python -m gmlib.bench.gan --toy``
 :data:`PRESETS` (:class:`DigitsGANPreset`)  Chapter 6, the digits DCGAN        ``python -m gmlib.bench.gan``
+:class:`FlowDigitsRecipe`                   Chapter 7 (its shipped weights)    ``python -m gmlib.bench.flows``
 ==========================================  =================================  ===================================
 """
 from __future__ import annotations
@@ -29,6 +30,8 @@ import torch
 
 from ._checks import check_int
 from .data import digits, toy_2d, toy_2d_modes
+from .flows import (Compose, Flow, FlowConfig, Logit, Reshape, UniformDequantizer, VariationalDequantizer,
+                    image_flow, vector_flow)
 from .gan import GAN, OBJECTIVES, GANConfig, _check_objective
 from .likelihoods import Categorical
 from .metrics import class_histogram, digit_frechet, mmd2, mode_metrics
@@ -57,6 +60,10 @@ __all__ = [
     "train_digits_gan",
     "digits_gan_samples",
     "digits_gan_quality",
+    # Chapter 7: the multi-scale flow on the digits
+    "FlowDigitsRecipe",
+    "FLOW_PRESETS",
+    "flow_digits",
 ]
 
 
@@ -409,3 +416,72 @@ def digits_gan_quality(gan: GAN, *, n: int = 1000, seed: int = 0) -> dict:
         "train_class_counts": class_histogram(x_train),
         "n": n,
     }
+
+
+# ======================================================================================
+# Chapter 7: the multi-scale flow of the digits, whose weights the book ships
+# (``python -m gmlib.bench.flows --save`` trains it and writes gmlib/weights/flow_digits.pt).
+# ======================================================================================
+
+
+@dataclass(frozen=True)
+class FlowDigitsRecipe:
+    """Chapter 7's main model: a multi-scale flow (:func:`gmlib.flows.image_flow`: checkerboard
+    couplings, a squeeze, channel couplings, half the channels factored out, the same again at
+    the next scale) with rational-quadratic spline couplings (Durkan et al. 2019), behind a logit
+    layer, and a variational dequantizer (Ho et al. 2019), trained on the integer digits
+    (``gmlib.data.digits(split, "int")``, 17 levels) by :func:`gmlib.train.train`, which minimises
+    minus the dequantization bound (ch07:dequantization-bound) and stops early on its validation
+    value. Chosen on the validation split (the search is summarised in Chapter 7)."""
+
+    side: int = 8  # images are side x side, one channel (rows of side * side pixels)
+    levels: int = 17  # L, grey levels of the integer data
+    coupling: str = "spline"  # "additive", "affine" or "spline" (FlowConfig.coupling)
+    n_layers: int = 4  # couplings per half-scale (FlowConfig.n_layers)
+    hidden: int = 64  # channels of each convolutional conditioner
+    num_bins: int = 8  # K, spline bins
+    n_scales: int = 2  # squeeze steps
+    alpha: float = 0.05  # the logit layer's margin: z = logit(alpha + (1 - 2 alpha) y)
+    dequantizer_layers: int = 4  # affine couplings of the variational dequantizer (0: uniform dequantization)
+    dequantizer_hidden: int = 64  # width of their two-layer MLP conditioners (the context: the image)
+    lr: float = 1e-3  # Adam
+    batch_size: int = 64
+    epochs: int = 150  # at most
+    patience: int = 30  # epochs without a better validation bound before stopping
+    seed: int = 0  # initial weights, batch order and the dequantization noise
+    shift_p: float = 0.3  # probability that a training image is moved by one pixel (gmlib.data.random_shift)
+
+    @property
+    def pixels(self) -> int:
+        return self.side * self.side
+
+
+#: ``quick``: the shipped model (about 8 minutes on one CPU thread). ``full``: conditioners twice
+#: as wide, six couplings per half-scale and four times the epochs, for CUDA
+#: (``python -m gmlib.bench.flows --preset full --device cuda``); ``mnist``: ``full`` on MNIST's
+#: 28 x 28 images at 256 levels (``--preset mnist``; needs the MNIST files, see gmlib.data.load_mnist).
+FLOW_PRESETS = {
+    "quick": FlowDigitsRecipe(),
+    "full": FlowDigitsRecipe(n_layers=6, hidden=128, dequantizer_hidden=128, epochs=600, patience=60),
+    "mnist": FlowDigitsRecipe(side=28, levels=256, n_layers=6, hidden=128, dequantizer_hidden=256,
+                              epochs=100, patience=10, batch_size=128, shift_p=0.0),
+}
+
+
+def flow_digits(recipe: FlowDigitsRecipe = FlowDigitsRecipe()) -> Flow:
+    """An untrained model of ``recipe`` (weights seeded with ``recipe.seed``): a :class:`gmlib.flows.Flow`
+    on rows of ``side * side`` integer pixels, ``event_shape (side * side,)``."""
+    check_int(recipe.dequantizer_layers, "dequantizer_layers", minimum=0)
+    torch.manual_seed(recipe.seed)
+    d, shape = recipe.pixels, (1, recipe.side, recipe.side)
+    config = FlowConfig(coupling=recipe.coupling, n_layers=recipe.n_layers, hidden=recipe.hidden,
+                        num_bins=recipe.num_bins, n_scales=recipe.n_scales)
+    bijection = Compose(Logit(recipe.alpha, (d,)), Reshape((d,), shape),
+                        image_flow(shape, config), Reshape(shape, (d,)))
+    if recipe.dequantizer_layers == 0:
+        dequantizer = UniformDequantizer(recipe.levels)
+    else:
+        dq = FlowConfig(coupling="affine", n_layers=recipe.dequantizer_layers, hidden=recipe.dequantizer_hidden,
+                        actnorm=False, mix=False)
+        dequantizer = VariationalDequantizer(recipe.levels, vector_flow(d, dq, context_features=d))
+    return Flow(bijection, (d,), dequantizer)

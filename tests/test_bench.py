@@ -3,9 +3,11 @@
 Speed claims are printed by ``make bench``, never asserted by a timed test; this only keeps
 the scripts from rotting between the runs that produce the README's figures.
 """
+import math
+
 import pytest
 
-from gmlib.bench import gan, latent, rbm, sequences, vae
+from gmlib.bench import flows, gan, latent, rbm, sequences, vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,3 +75,28 @@ def test_gan_bench_refuses_bad_settings():
         gan.main(["--preset", "huge"])
     with pytest.raises(SystemExit):
         gan.main(["--seeds", "0"])
+
+
+def test_flows_bench_runs_and_judges_the_target(capsys):
+    status = flows.main(["--set", "epochs=1", "--set", "hidden=4", "--set", "n_layers=1", "--set", "dequantizer_hidden=4",
+                         "--k", "3", "--bound-samples", "2", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert status == 1 and "MISSED test variational bound <= 85" in out  # one epoch of a tiny flow cannot pass
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out.splitlines()
+            if line.startswith(("val ", "test "))}
+    for split in ("val", "test"):
+        variational, uniform, estimate = rows[split][0], rows[split][3], rows[split][6]
+        # negative log-likelihoods of 64 pixels at 17 levels: positive, and after an epoch within twice
+        # what the uniform distribution on the 17 levels scores (64 ln 17); bits/dim = nats / (64 ln 2)
+        assert 0 < variational < 64 * math.log(17) * 2 and 0 < uniform and 0 < estimate
+        assert rows[split][2] == pytest.approx(variational / (64 * math.log(2)), abs=1e-3)
+    assert "a sample" in out and "saved" not in out
+
+
+def test_flows_bench_refuses_bad_settings():
+    with pytest.raises(SystemExit):
+        flows.main(["--set", "width=3"])
+    with pytest.raises(SystemExit):
+        flows.main(["--preset", "huge"])
+    with pytest.raises(SystemExit):
+        flows.main(["--preset", "mnist", "--save"])

@@ -75,6 +75,8 @@ def _cases():
                                         randn(4, 1, 4, 4), None),
         "squeeze": lambda: (F.Squeeze(img), randn(4, *img), None),
         "unsqueeze": lambda: (F.Inverse(F.Squeeze(img)), randn(4, 8, 2, 2), None),
+        "reshape": lambda: (F.Compose(F.Reshape((8,), (2, 2, 2)), F.ActNorm(2), F.Reshape((2, 2, 2), (8,))),
+                            randn(4, 8), None),
         "actnorm_vector": lambda: (F.ActNorm(3), randn(6, 3), None),
         "actnorm_image": lambda: (F.ActNorm(2), randn(4, 2, 3, 3), None),
         "conv1x1_image": lambda: (F.Invertible1x1Conv(3, generator=gen(2)), randn(4, 3, 2, 2), None),
