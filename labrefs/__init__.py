@@ -328,3 +328,34 @@ REFERENCES["lab06"] = {
     "non_saturating_generator_loss": _lab06_non_saturating_generator_loss,  # Exercise 2
     "train_step": _lab06_train_step,  # Exercise 4
 }
+
+
+# -- Lab 7: normalizing flows ---------------------------------------------------------------------
+# Plain torch: the setup cell's forbidden_calls() blocks gmlib.flows' AffineCoupling, Compose, Flow and
+# standard_normal_log_prob (and torch.distributions' Gaussians) in every gmlib module while the tests run. The
+# same operations in the same order as the solution cells, so that the values, the gradients and a seeded training
+# run are the same; no random draws.
+
+
+def _lab07_affine_coupling_forward(x, mask, net):
+    """z = b x + (1 - b)(x exp(s) + t), (s, t) = net(b x) split along dimension 1; (z, sum of (1 - b) s) with (B,)."""
+    s, t = net(mask * x).chunk(2, dim=1)
+    s, t = (1 - mask) * s, (1 - mask) * t
+    z = mask * x + (1 - mask) * (x * torch.exp(s) + t)
+    return z, s.flatten(1).sum(1)
+
+
+def _lab07_flow_log_prob(x, layers):
+    """log N(z_K; 0, I) + sum_k logabsdet_k for z_k = layer_k(z_{k-1}), z_0 = x: (B,)."""
+    z, total = x, x.new_zeros(x.shape[0])
+    for layer in layers:
+        z, logabsdet = layer(z)
+        total = total + logabsdet
+    d = z[0].numel()
+    return -0.5 * (z.flatten(1) ** 2).sum(1) - 0.5 * d * math.log(2 * math.pi) + total
+
+
+REFERENCES["lab07"] = {
+    "affine_coupling_forward": _lab07_affine_coupling_forward,  # Exercise 1
+    "flow_log_prob": _lab07_flow_log_prob,  # Exercise 3
+}

@@ -677,6 +677,18 @@ def test_lab06_forbids_its_references():
     assert _lab_notebook("lab06").metadata["autograder"]["forbidden"]["gmlib.gan"]
 
 
+def test_lab07_forbids_its_references():
+    """Lab 7 forbids what its exercises write: gmlib.flows' coupling, ActNorm, composition, flow model, base density
+    and uniform dequantizer (and the ready-made flows built on them), and torch.distributions' Gaussians; the layers its
+    tests compose with the student's (ElementwiseAffine, Invertible1x1Conv, AdditiveCoupling) stay allowed."""
+    forbidden = _lab_notebook("lab07").metadata["autograder"]["forbidden"]
+    assert {"AffineCoupling", "ActNorm", "Compose", "Flow", "UniformDequantizer", "standard_normal_log_prob"} <= set(
+        forbidden["gmlib.flows"])
+    assert not {"ElementwiseAffine", "Invertible1x1Conv", "AdditiveCoupling", "half_mask", "checkerboard_mask"} & set(
+        forbidden["gmlib.flows"])
+    assert {"Normal", "MultivariateNormal"} <= set(forbidden["torch.distributions"])
+
+
 # Exercise isolation (labrefs): the later exercise's tests bind the reference versions of
 # the earlier exercises' functions; a solution cell cannot borrow them to pass its own exercise.
 BORROWED_REPARAMETERIZE = {

@@ -312,7 +312,8 @@ def _cell_and_setup(lab, grade_id):
 
 
 @pytest.mark.parametrize("lab,grade_id", [("lab05", "ex5_visible"), ("lab05", "ex5_hidden_reference"),
-                                          ("lab06", "ex5_visible"), ("lab06", "ex5_hidden_seed")])
+                                          ("lab06", "ex5_visible"), ("lab06", "ex5_hidden_seed"),
+                                          ("lab07", "ex5_visible"), ("lab07", "ex5_hidden_seed")])
 def test_a_trained_model_crosses_as_weights_and_the_checker_measures_its_own_copy(lab, grade_id):
     """A training exercise's probe sends the trained weights of the lab's own model class; the checker
     loads them into its own copy and measures that copy. Weights of another architecture are refused
@@ -333,6 +334,21 @@ def test_a_trained_model_crosses_as_weights_and_the_checker_measures_its_own_cop
         copy_encoder, copy_decoder = lab_ns["load_vae"](probes.decode(_payload(["w"], {"w": untrained})["values"]["w"]))
         x = torch.rand(4, 64)
         torch.testing.assert_close(copy_decoder(copy_encoder(x)[0]), decoder(encoder(x)[0]), rtol=0, atol=0)
+    elif lab == "lab07":
+        flow = lab_ns["make_flow"](3, (8, 5))
+        with torch.no_grad():  # the conditioners' last layers start at zero: make the flow no identity
+            for p in flow.parameters():
+                p.add_(0.1 * torch.randn(p.shape))
+        untrained = lab_ns["flow_weights"](flow)
+        other = lab_ns["flow_weights"](torch.nn.Sequential(flow, torch.nn.Linear(2, 2)))
+        refusal = "must be make_flow(n_layers, hidden)'s network"
+        poor = "held-out log-likelihood"
+        # the checker's copy computes what the kernel's flow computes, and the reference gmlib.flows agrees with it
+        copy = lab_ns["load_flow"](probes.decode(_payload(["w"], {"w": untrained})["values"]["w"]))
+        x = torch.randn(6, 2)
+        for m, (a, b) in zip(copy.masks, zip(copy.conditioners, flow.conditioners)):
+            torch.testing.assert_close(a(m * x), b(m * x), rtol=0, atol=0)
+        assert "make_flow(3, [8, 5])" in _verdict(cell, setup, 1.0, dict(untrained, **{"conditioners.0.net.4.bias": torch.zeros(3)}))
     else:
         generator = lab_ns["make_generator"](3, (8, 5))
         untrained = lab_ns["generator_weights"]((generator, 3))
@@ -344,7 +360,7 @@ def test_a_trained_model_crosses_as_weights_and_the_checker_measures_its_own_cop
         torch.testing.assert_close(copy(z), generator(z), rtol=0, atol=0)
         wrong_latent = dict(untrained, latent_dim=2)
         assert "but its generator takes 3 inputs" in _verdict(cell, setup, 1.0, wrong_latent)
-    assert lab_ns["vae_weights" if lab == "lab05" else "generator_weights"]("not a model") is None
+    assert lab_ns[{"lab05": "vae_weights", "lab06": "generator_weights", "lab07": "flow_weights"}[lab]]("not a model") is None
     assert refusal in _verdict(cell, setup, 1.0, other)
     assert "train_" in _verdict(cell, setup, 1.0, None)  # "train_vae must return ..." / "train_gan must return ..."
     assert poor in _verdict(cell, setup, 1.0, untrained)
