@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import platform
 
@@ -67,3 +68,19 @@ def run_on_device(args, run):
     device = get_device(args.device)
     with numpy_threads(torch.get_num_threads()):
         return run(args, device)
+
+
+def with_settings(recipe, settings: list[str]):
+    """``recipe`` (a frozen dataclass) with ``--set FIELD=VALUE`` changes, each value converted to the
+    field's type; ``ValueError`` naming the fields when one is unknown or a value does not convert."""
+    fields = [f.name for f in dataclasses.fields(recipe)]
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        kind = type(getattr(recipe, name))
+        try:
+            recipe = dataclasses.replace(recipe, **{name: kind(value)})
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+    return recipe

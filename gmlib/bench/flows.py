@@ -38,7 +38,7 @@ import time
 
 import torch
 
-from ._common import add_device_arguments, print_header, run_on_device, sync
+from ._common import add_device_arguments, print_header, run_on_device, sync, with_settings
 from ..data import digits, load_mnist, random_shift
 from ..flows import Flow, UniformDequantizer
 from ..metrics import nats_to_bits_per_dim
@@ -104,22 +104,6 @@ def timings(model: Flow, x: torch.Tensor, device, *, n: int = 256, repeats: int 
     return {"sample_seconds_per_image": best_sample / n, "log_prob_seconds_per_image": best_density / xs.shape[0]}
 
 
-def _recipe(preset: str, settings: list[str]) -> FlowDigitsRecipe:
-    """The preset's recipe with ``FIELD=VALUE`` changes, each value converted to the field's type."""
-    recipe = FLOW_PRESETS[preset]
-    fields = {f.name: f for f in dataclasses.fields(FlowDigitsRecipe)}
-    for item in settings:
-        name, sep, value = item.partition("=")
-        if not sep or name not in fields:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        kind = type(getattr(recipe, name))
-        try:
-            recipe = dataclasses.replace(recipe, **{name: kind(value)})
-        except ValueError:
-            raise ValueError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
-    return recipe
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_arguments(parser)
@@ -135,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.k < 1 or args.bound_samples < 1:
         parser.error("--k and --bound-samples must be positive")
     try:
-        args.recipe = _recipe(args.preset, args.set)
+        args.recipe = with_settings(FLOW_PRESETS[args.preset], args.set)
     except ValueError as err:
         parser.error(str(err))
     if args.save and (args.recipe.side, args.recipe.levels) != (8, 17):

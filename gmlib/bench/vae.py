@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from ._common import add_device_arguments, print_header, run_on_device, sync
+from ._common import add_device_arguments, print_header, run_on_device, sync, with_settings
 from ..data import digits, random_shift
 from ..metrics import nats_to_bits_per_dim
 from ..pretrained import save_vae_digits
@@ -52,22 +52,6 @@ def evaluate(model, x: torch.Tensor, *, elbo_samples: int, k: int, seed: int) ->
             "nll": float(nll.mean()), "nll_se": float(nll.std() / math.sqrt(n))}
 
 
-def _recipe(settings: list[str]) -> VAEDigitsRecipe:
-    """:class:`VAEDigitsRecipe` with ``FIELD=VALUE`` changes, each value converted to the field's type."""
-    recipe = VAEDigitsRecipe()
-    for item in settings:
-        name, sep, value = item.partition("=")
-        fields = {f.name: f for f in dataclasses.fields(VAEDigitsRecipe)}
-        if not sep or name not in fields:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        kind = type(getattr(recipe, name))
-        try:
-            recipe = dataclasses.replace(recipe, **{name: kind(value)})
-        except ValueError:
-            raise ValueError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
-    return recipe
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_arguments(parser)
@@ -82,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.k < 1 or args.elbo_samples < 1:
         parser.error("--k and --elbo-samples must be positive")
     try:
-        args.recipe = _recipe(args.set)
+        args.recipe = with_settings(VAEDigitsRecipe(), args.set)
     except ValueError as err:
         parser.error(str(err))
     return run_on_device(args, _run)
