@@ -121,3 +121,20 @@ def test_shipped_flow_reproduces_its_recorded_test_bound():
     # 447 x 2 draws is well under 0.3 nats, so 0.5 nats only fails for other weights or another model
     assert abs(float(nll.mean()) - info["test_nll"]) < 0.5, (float(nll.mean()), info["test_nll"], se)
     assert info["test_iw"] <= info["test_nll"] <= info["test_uniform"]  # the estimate and the two bounds in order
+
+
+def test_flow_presets_build_and_the_mnist_one_fits_28x28_images_at_256_levels():
+    from dataclasses import replace
+
+    from gmlib.recipes import FLOW_PRESETS
+
+    assert set(FLOW_PRESETS) == {"quick", "full", "mnist"} and FLOW_PRESETS["quick"] == FlowDigitsRecipe()
+    small = replace(FLOW_PRESETS["mnist"], n_layers=1, hidden=4, dequantizer_hidden=4)
+    model = flow_digits(small)
+    x = torch.randint(0, 256, (2, 784), generator=torch.Generator().manual_seed(0)).float()
+    with torch.no_grad():
+        bound = model.discrete_log_prob_bound(x)  # (2,)
+        assert bound.shape == (2,) and bool(torch.isfinite(bound).all())
+        assert model.sample(2).shape == (2, 784) and float(model.sample(2).max()) <= 255
+    with pytest.raises(ValueError, match="integers in 0..255"):
+        model.discrete_log_prob_bound(x + 0.5)
