@@ -488,6 +488,35 @@ def test_nbclient_notebook_in_sandboxed_kernel(tmp_path, probed):
     assert not list(Path(tempfile.gettempdir()).glob("autograder-kernel-*/work/result.txt"))  # the copy is gone
 
 
+def test_a_new_kernel_directory_removes_those_left_by_dead_graders():
+    from autograder.sandbox.launcher import new_kernel_base, remove_tree
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a grader process that no longer exists
+    made = []
+
+    def base(owner):
+        path = Path(tempfile.mkdtemp(prefix="autograder-kernel-"))
+        made.append(path)
+        if owner is not None:
+            (path / "owner").write_text(str(owner))
+        return path
+
+    stale, live, unowned = base(gone.pid), base(os.getpid()), base(None)
+    (stale / "work").mkdir()
+    (stale / "work" / "lab01.ipynb").write_text("{}")  # the copy of a submission, left by a killed grader
+    try:
+        fresh = Path(new_kernel_base())
+        made.append(fresh)
+        assert not stale.exists()  # its owner is gone: removed with the submission's copy
+        assert live.exists() and unowned.exists()  # a live owner's, or one without an owner file: kept
+        assert (fresh / "owner").read_text() == str(os.getpid())
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    finally:
+        for path in made:
+            remove_tree(path)
+
+
 def test_copy_plain_copies_regular_files_only(tmp_path):
     source, target = tmp_path / "source", tmp_path / "target"
     (source / "sub").mkdir(parents=True)

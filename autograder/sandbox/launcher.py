@@ -173,6 +173,7 @@ __all__ = [
     "strip_links",
     "copy_plain",
     "remove_tree",
+    "new_kernel_base",
     "walk_plain",
     "special_kind",
     "sandboxed_execute",
@@ -1234,6 +1235,42 @@ def remove_tree(path: str | os.PathLike) -> None:
             pass
 
 
+KERNEL_BASE_PREFIX = "autograder-kernel-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def new_kernel_base() -> str:
+    """A new private directory (0700) for one kernel's sandbox files, ``autograder-kernel-*`` in the
+    temporary directory, holding the creating process's pid in ``owner``.
+
+    A grader that dies before it cleans up (killed, or a Dask worker lost with its batch) leaves its
+    directory behind, with the copy of a submission in it; so each new directory first removes this
+    user's older ones whose owner process is gone. Directories without a readable ``owner`` (being
+    created, or of another layout) and other users' are left alone."""
+    for base in Path(tempfile.gettempdir()).glob(KERNEL_BASE_PREFIX + "*"):
+        try:
+            if base.is_symlink() or base.lstat().st_uid != os.geteuid():
+                continue
+            pid = int((base / "owner").read_text())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not _process_alive(pid):
+            remove_tree(base)
+    base = tempfile.mkdtemp(prefix=KERNEL_BASE_PREFIX)
+    with open(os.path.join(base, "owner"), "w") as f:
+        f.write(str(os.getpid()))
+    return base
+
+
 def _make_home(launch: _Launch) -> None:
     """A private writable HOME with IPython, matplotlib and XDG directories."""
     home = _choose_home(launch.policy, launch.tmpdir)
@@ -1735,7 +1772,7 @@ def _kernel_manager_class() -> type:
             if policy.mode == "required":
                 check_required(policy)  # before anything is created
             if not self._sandbox_base or not os.path.isdir(self._sandbox_base):
-                self._sandbox_base = tempfile.mkdtemp(prefix="autograder-kernel-")
+                self._sandbox_base = new_kernel_base()
             run = os.path.join(self._sandbox_base, "run")
             os.makedirs(run, mode=0o700, exist_ok=True)
             ids = self._sandbox_ids(policy)
