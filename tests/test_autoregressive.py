@@ -15,7 +15,7 @@ from scipy.stats import chisquare
 
 import gmlib.autoregressive as A
 from gmlib.data import digits
-from tests.contracts import check_density_model
+from contracts import check_density_model
 
 f64 = torch.float64
 SCRAMBLED9 = [4, 0, 7, 2, 8, 5, 1, 6, 3]
