@@ -83,7 +83,7 @@ from .flows import MADE
 
 __all__ = [
     "AutoregressiveModel", "MADEModel", "MaskedConv2d", "PixelCNN", "GatedPixelCNN",
-    "TransformerConfig", "CausalTransformer", "SequenceLSTM",
+    "TransformerConfig", "CausalTransformer", "SequenceLSTM", "RowLSTM", "OrderMixture", "SCANS", "scan_order",
 ]
 
 
@@ -99,6 +99,12 @@ def _check_odd_kernel(k, name: str) -> int:
     if k % 2 == 0:
         raise ValueError(f"{name} must be odd, got {k}")
     return k
+
+
+def _check_dropout(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {p!r}")
+    return float(p)
 
 
 def _scaled(x: torch.Tensor, levels: int, dtype: torch.dtype) -> torch.Tensor:
@@ -331,21 +337,61 @@ class MaskedConv2d(nn.Conv2d):
         return nnf.conv2d(h, self.weight * self.mask, self.bias, padding=self.padding)
 
 
-class _ImageModel(AutoregressiveModel):
-    """Raster-order models of ``side x side`` images: pixels enter as one scaled channel."""
+#: The eight raster scans of a square image (its dihedral group), by name: ``(transpose, flip_rows,
+#: flip_cols)`` applied to the image, in that order, before a network that reads it in raster order.
+SCANS = {
+    "rows": (False, False, False),  # top row first, each row left to right (raster order)
+    "rows-rtl": (False, False, True),  # top row first, each row right to left
+    "rows-up": (False, True, False),  # bottom row first, left to right
+    "rows-up-rtl": (False, True, True),  # bottom row first, right to left (the image turned 180 degrees)
+    "cols": (True, False, False),  # left column first, each column top to bottom
+    "cols-up": (True, False, True),  # left column first, bottom to top
+    "cols-rtl": (True, True, False),  # right column first, top to bottom
+    "cols-rtl-up": (True, True, True),  # right column first, bottom to top
+}
 
-    def __init__(self, side: int, levels: int):
+
+def scan_order(side: int, scan: str = "rows") -> list[int]:
+    """The ordering (pixel indices of a ``side x side`` image in row-major order, generated first to
+    last) of the raster scan ``scan`` (a key of :data:`SCANS`)."""
+    side = check_int(side, "side")
+    if scan not in SCANS:
+        raise ValueError(f"scan must be one of {sorted(SCANS)}, got {scan!r}")
+    transpose, flip_rows, flip_cols = SCANS[scan]
+    idx = torch.arange(side * side).view(side, side)
+    if transpose:
+        idx = idx.t()
+    if flip_rows:
+        idx = idx.flip(0)
+    if flip_cols:
+        idx = idx.flip(1)
+    return idx.reshape(-1).tolist()
+
+
+class _ImageModel(AutoregressiveModel):
+    """Models of ``side x side`` images that read them in a raster scan (``scan``, a key of
+    :data:`SCANS`; ``"rows"``, raster order, by default): the image is turned or flipped so that the
+    scan becomes raster order, the network (``_net``, raster order) runs on it, and the logits are put
+    back in place. Pixels enter as one scaled channel."""
+
+    def __init__(self, side: int, levels: int, scan: str = "rows"):
         side = check_int(side, "side")
-        super().__init__(side * side, levels)
+        super().__init__(side * side, levels, scan_order(side, scan))
         self.side = side
+        self.scan = scan
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", scan={self.scan!r}" if self.scan != "rows" else "")
 
     def _embed(self, x):
         return _scaled(x, self.levels, self._ref.dtype).unsqueeze(-1)  # (B, D, 1)
 
     def _logits_from_embedding(self, e):
-        B, s = e.shape[0], self.side
+        B, s, raster = e.shape[0], self.side, self.scan == "rows"
+        e = e if raster else e[:, self.order]  # position k holds pixel order[k]: the scan in raster order
         img = e.transpose(1, 2).reshape(B, e.shape[2], s, s)  # (B, C, H, W)
-        return self._net(img).reshape(B, self.levels, self.features)  # (B, L, D)
+        out = self._net(img).reshape(B, self.levels, self.features)  # (B, L, D)
+        return out if raster else out[:, :, self.rank]  # (B, L, D), back in pixel order
 
     def _net(self, img: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -365,20 +411,25 @@ class PixelCNN(_ImageModel):
     The receptive field of pixel :math:`(i, j)` holds, ``r`` rows up, only the columns up to
     :math:`j + r` (each masked 3x3 layer reaches one column right only by going one row up): the
     pixels above and to the right beyond that diagonal are a *blind spot* that no depth removes.
+
+    ``dropout`` drops channels of each residual branch in training; ``scan`` (a key of :data:`SCANS`)
+    reads the image in another raster scan (the same network on the turned or flipped image).
     """
 
-    def __init__(self, side: int, levels: int = 2, *, channels: int = 64, n_layers: int = 5, first_kernel: int = 7):
-        super().__init__(side, levels)
+    def __init__(self, side: int, levels: int = 2, *, channels: int = 64, n_layers: int = 5, first_kernel: int = 7,
+                 dropout: float = 0.0, scan: str = "rows"):
+        super().__init__(side, levels, scan)
         check_int(channels, "channels")
         check_int(n_layers, "n_layers", minimum=0)
         self.input = MaskedConv2d(1, channels, _check_odd_kernel(first_kernel, "first_kernel"), "A")
         self.layers = nn.ModuleList(MaskedConv2d(channels, channels, 3, "B") for _ in range(n_layers))
+        self.drop = nn.Dropout(_check_dropout(dropout))
         self.head = _head(channels, self.levels)
 
     def _net(self, img):
         h = self.input(img)  # (B, C, H, W)
         for conv in self.layers:
-            h = h + conv(nnf.relu(h))
+            h = h + self.drop(conv(nnf.relu(h)))
         return self.head(h)  # (B, L, H, W)
 
 
@@ -400,9 +451,10 @@ class _GatedLayer(nn.Module):
       itself), a gate, a 1x1 convolution and a residual connection (not in the first layer).
     """
 
-    def __init__(self, in_channels: int, channels: int, k: int, first: bool):
+    def __init__(self, in_channels: int, channels: int, k: int, first: bool, dropout: float = 0.0):
         super().__init__()
         self.first = first
+        self.drop = nn.Dropout(dropout)
         self.vertical = nn.Conv2d(in_channels, 2 * channels, (k // 2 + 1, k), padding=(k // 2, k // 2))
         self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
         width = k // 2 if first else k // 2 + 1
@@ -414,7 +466,7 @@ class _GatedLayer(nn.Module):
         v_pre = self.vertical(v)[:, :, :H]  # (B, 2C, H, W), row i sees rows i-k/2..i
         v_down = nnf.pad(v_pre, (0, 0, 1, 0))[:, :, :H]  # row i holds row i-1's: rows above only
         h_pre = self.horizontal(h)[:, :, :, :W] + self.v_to_h(v_down)  # (B, 2C, H, W)
-        h_new = self.h_out(_gate(h_pre))
+        h_new = self.drop(self.h_out(_gate(h_pre)))
         return _gate(v_pre), h_new if self.first else h + h_new
 
 
@@ -428,15 +480,18 @@ class GatedPixelCNN(_ImageModel):
     on a vertical stack (rows above) and a horizontal stack (the row to the left) combined so that
     the receptive field of pixel :math:`(i, j)` grows to *every* earlier pixel (no blind spot, a
     test checks it); the horizontal stack's output goes through a 1x1 head to ``levels`` logits.
+    ``dropout`` and ``scan`` as in :class:`PixelCNN` (dropout on each layer's horizontal output).
     """
 
-    def __init__(self, side: int, levels: int = 2, *, channels: int = 64, n_layers: int = 5, first_kernel: int = 7):
-        super().__init__(side, levels)
+    def __init__(self, side: int, levels: int = 2, *, channels: int = 64, n_layers: int = 5, first_kernel: int = 7,
+                 dropout: float = 0.0, scan: str = "rows"):
+        super().__init__(side, levels, scan)
         check_int(channels, "channels")
         check_int(n_layers, "n_layers")
         k0 = _check_odd_kernel(first_kernel, "first_kernel")
+        p = _check_dropout(dropout)
         self.layers = nn.ModuleList(
-            _GatedLayer(1 if i == 0 else channels, channels, k0 if i == 0 else 3, first=i == 0)
+            _GatedLayer(1 if i == 0 else channels, channels, k0 if i == 0 else 3, first=i == 0, dropout=p)
             for i in range(n_layers))
         self.head = _head(channels, self.levels)
 
@@ -631,3 +686,145 @@ class SequenceLSTM(_SequenceModel):
     def _step(self, inp, t, state):
         out, state = self.lstm(inp.unsqueeze(1), state)  # out (B, 1, hidden)
         return self.head(out[:, 0]), state
+
+
+# -- a recurrent image model: the Row LSTM -------------------------------------------------------
+
+
+class RowLSTM(_ImageModel):
+    r"""The Row LSTM of PixelRNN (van den Oord, Kalchbrenner & Kavukcuoglu 2016, section 3.1), small:
+    a type-A ``first_kernel`` x ``first_kernel`` :class:`MaskedConv2d`, then ``n_layers`` LSTM layers
+    that run down the image one row at a time. Row :math:`i` of a layer's state is computed from the
+    row above by a 1-D convolution of width 3 (state to state) and from the layer's input on row
+    :math:`i` by a masked 1-D convolution (input to state: columns :math:`j-1, j`, which carry only
+    earlier pixels),
+
+    .. math::  [o_i, f_i, \iota_i, g_i] = \sigma\big(K^{ss} * h_{i-1} + K^{is} * x_i\big),\quad
+               c_i = f_i\odot c_{i-1} + \iota_i\odot g_i,\quad h_i = o_i\odot\tanh(c_i)
+               \tag{ch08:row-lstm}
+
+    (:math:`\sigma` is tanh for :math:`g`), with a residual connection around each layer and a 1x1
+    head to ``levels`` logits. Each state row sees a triangle of the rows above that widens by one
+    column each side per row, so, like the PixelCNN, it has a blind spot; all :math:`H` rows of a layer
+    are computed in :math:`H` sequential steps, each a batch of whole rows.
+    """
+
+    def __init__(self, side: int, levels: int = 2, *, channels: int = 32, n_layers: int = 1, first_kernel: int = 7,
+                 scan: str = "rows"):
+        super().__init__(side, levels, scan)
+        check_int(channels, "channels")
+        check_int(n_layers, "n_layers")
+        self.channels = channels
+        self.input = MaskedConv2d(1, channels, _check_odd_kernel(first_kernel, "first_kernel"), "A")
+        self.input_to_state = nn.ModuleList(nn.Conv2d(channels, 4 * channels, (1, 2)) for _ in range(n_layers))
+        self.state_to_state = nn.ModuleList(nn.Conv1d(channels, 4 * channels, 3, padding=1) for _ in range(n_layers))
+        self.head = _head(channels, self.levels)
+
+    def _net(self, img):
+        x = self.input(img)  # (B, C, H, W)
+        B, C, H, W = x.shape
+        for i_s, s_s in zip(self.input_to_state, self.state_to_state):
+            gates_in = i_s(nnf.pad(x, (1, 0)))  # (B, 4C, H, W): column j from columns j-1, j
+            h = c = x.new_zeros(B, C, W)
+            rows = []
+            for i in range(H):
+                o, f, g_in, g = (gates_in[:, :, i] + s_s(h)).chunk(4, dim=1)  # (B, C, W) each
+                c = torch.sigmoid(f) * c + torch.sigmoid(g_in) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                rows.append(h)
+            x = x + torch.stack(rows, dim=2)  # (B, C, H, W)
+        return self.head(x)  # (B, L, H, W)
+
+
+# -- mixtures over orderings ---------------------------------------------------------------------
+
+
+class OrderMixture(nn.Module):
+    r"""An equal-weight mixture of autoregressive models, typically of one architecture in several
+    orderings (an *order ensemble*, Germain et al. 2015; Uria et al. 2014):
+
+    .. math::  p(x) = \frac1K \sum_{k=1}^K p_k(x), \qquad
+               \log p(x) = \operatorname{logsumexp}_k \log p_k(x) - \log K,   \tag{ch08:order-mixture}
+
+    still exact, never below :math:`\min_k \log p_k(x)`, and at most :math:`\log K` above
+    :math:`\max_k \log p_k(x)`. Sampling picks a component uniformly, then samples it.
+
+    Completion is exact when the observed pixels come before the hidden ones in *every* component's
+    ordering: then :math:`p(x_{\mathcal H}\mid x_{\mathcal O}) = \sum_k w_k\, p_k(x_{\mathcal H}\mid x_{\mathcal O})`
+    with :math:`w_k \propto p_k(x_{\mathcal O})`, and each :math:`p_k(x_{\mathcal O})` is the sum of the
+    first conditionals. Otherwise ``ValueError`` (from the first component that cannot).
+
+    The components are trained separately (each on its own loss) or together through :meth:`loss`.
+    """
+
+    def __init__(self, components: Sequence[AutoregressiveModel]):
+        super().__init__()
+        components = list(components)
+        if not components or not all(isinstance(m, AutoregressiveModel) for m in components):
+            raise ValueError("components must be a non-empty sequence of AutoregressiveModel")
+        shapes = {(m.features, m.levels) for m in components}
+        if len(shapes) != 1:
+            raise ValueError(f"components must share features and levels, got {sorted(shapes)}")
+        self.components = nn.ModuleList(components)
+        self.features, self.levels = shapes.pop()
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, levels={self.levels}, components={len(self.components)}"
+
+    def _logsumexp_mean(self, terms: list[torch.Tensor]) -> torch.Tensor:
+        return torch.logsumexp(torch.stack(terms), 0) - math.log(len(terms))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """:eq:`ch08:order-mixture` in nats, ``(B,)``."""
+        return self._logsumexp_mean([m.log_prob(x) for m in self.components])
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """``-log_prob(x).mean()`` (joint training of the components)."""
+        return -self.log_prob(x).mean()
+
+    def _parts(self, x, mask):
+        """Per component ``(log p_k(x_O), log p_k(x_H | x_O))``, each ``(K, B)``."""
+        observed, hidden = [], []
+        for m in self.components:
+            xl = m._check_x(x)
+            mk = m._check_mask(mask, xl)
+            lp = m._pixel_log_probs(xl)  # (B, D)
+            observed.append((lp * mk).sum(1))
+            hidden.append((lp * ~mk).sum(1))
+        return torch.stack(observed), torch.stack(hidden)
+
+    def conditional_log_prob(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log p(x_{\mathcal H}\mid x_{\mathcal O})` of the mixture in nats, ``(B,)``."""
+        lo, lh = self._parts(x, mask)
+        return torch.logsumexp(lo + lh, 0) - torch.logsumexp(lo, 0)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """``n`` samples ``(n, D)``: each from a component drawn uniformly."""
+        check_int(n, "n")
+        ref = self.components[0]._ref
+        pick = torch.randint(len(self.components), (n,), generator=generator, device=ref.device)
+        out = ref.new_zeros((n, self.features))
+        for k, m in enumerate(self.components):
+            rows = (pick == k).nonzero().squeeze(1)
+            if rows.numel():
+                out[rows] = m.sample(rows.numel(), generator=generator, temperature=temperature).to(out.dtype)
+        return out
+
+    @torch.no_grad()
+    def complete(self, x: torch.Tensor, mask: torch.Tensor, *, n_samples: int = 1,
+                 generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """Exact samples of :math:`p(x_{\\mathcal H}\\mid x_{\\mathcal O})`, ``(n_samples, B, D)`` in ``x``'s
+        dtype: a component drawn from its posterior weight :math:`w_k`, then its completion."""
+        lo, _ = self._parts(x, mask)  # (K, B)
+        check_int(n_samples, "n_samples")
+        B = x.shape[0]
+        w = torch.softmax(lo, 0).t()  # (B, K)
+        pick = torch.multinomial(w, n_samples, replacement=True, generator=generator).t()  # (n_samples, B)
+        out = x.unsqueeze(0).repeat(n_samples, 1, 1)
+        for k, m in enumerate(self.components):
+            s_idx, b_idx = (pick == k).nonzero(as_tuple=True)
+            if s_idx.numel():
+                done = m.complete(x[b_idx], mask[b_idx], generator=generator, temperature=temperature)[0]
+                out[s_idx, b_idx] = done.to(out.dtype)
+        return out

@@ -32,16 +32,20 @@ def small_config() -> A.TransformerConfig:
 def build(name: str, side: int, levels: int = 2, *, scrambled: bool = False, seed: int = 0):
     """A small model of ``side * side`` pixels with random (PyTorch default) weights, float64.
 
-    ``scrambled`` gives the models that take an ordering a non-raster one (D = 9 only)."""
+    ``scrambled`` gives the models that take an ordering a non-raster one (D = 9 only), and the image
+    models a non-raster scan (right column first, bottom to top)."""
     torch.manual_seed(seed)
     D = side * side
     order = SCRAMBLED9 if scrambled and D == 9 else None
+    scan = "cols-rtl-up" if scrambled else "rows"
     if name == "made":
         m = A.MADEModel(D, levels, (32, 32), order=order)
     elif name == "pixelcnn":
-        m = A.PixelCNN(side, levels, channels=8, n_layers=2, first_kernel=5)
+        m = A.PixelCNN(side, levels, channels=8, n_layers=2, first_kernel=5, scan=scan)
     elif name == "gated":
-        m = A.GatedPixelCNN(side, levels, channels=8, n_layers=2, first_kernel=5)
+        m = A.GatedPixelCNN(side, levels, channels=8, n_layers=2, first_kernel=5, scan=scan)
+    elif name == "rowlstm":
+        m = A.RowLSTM(side, levels, channels=8, n_layers=2, first_kernel=3, scan=scan)
     elif name == "transformer":
         m = A.CausalTransformer(D, levels, small_config(), order=order)
     elif name == "lstm":
@@ -51,7 +55,7 @@ def build(name: str, side: int, levels: int = 2, *, scrambled: bool = False, see
     return m.to(f64)
 
 
-MODELS = ["made", "pixelcnn", "gated", "transformer", "lstm"]
+MODELS = ["made", "pixelcnn", "gated", "rowlstm", "transformer", "lstm"]
 
 
 def all_inputs(D: int, levels: int) -> torch.Tensor:
@@ -141,6 +145,118 @@ def test_gated_pixelcnn_sees_every_earlier_pixel():
     E = earlier(model)
     assert (G[~E] == 0).all(), "the gated PixelCNN sees its own pixel or a later one"
     assert (G[E] > 0).all(), "the gated PixelCNN has a blind spot"
+
+
+def test_row_lstm_is_autoregressive_with_a_triangular_field():
+    torch.manual_seed(0)
+    side = 5
+    model = A.RowLSTM(side, 2, channels=8, n_layers=2, first_kernel=3).to(f64)
+    x = torch.randint(0, 2, (16, side * side), generator=gen(12)).to(f64)
+    G = input_gradients(model, x)
+    E = earlier(model)
+    assert (G[~E] == 0).all(), "the Row LSTM sees its own pixel or a later one"
+    idx = lambda i, j: i * side + j  # noqa: E731
+    # the state of row i reads the row above at columns j-1..j+1 (and the 3x3 mask-A input one column
+    # further): pixel (2, 0) sees (1, 1) and, through the row above's state, (0, 2), but not (1, 2)
+    assert G[idx(2, 0), idx(1, 1)] > 0 and G[idx(2, 0), idx(0, 2)] > 0 and G[idx(2, 0), idx(1, 0)] > 0
+    assert G[idx(2, 0), idx(1, 2)] == 0 and G[idx(4, 0), idx(3, 3)] == 0
+    # the same row is read by convolutions only (no recurrence along it): with a width-3 mask-A input
+    # and two layers, pixel (3, 4) sees the three pixels to its left and not the fourth
+    assert all(G[idx(3, 4), idx(3, j)] > 0 for j in (1, 2, 3)) and G[idx(3, 4), idx(3, 0)] == 0
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "gated", "rowlstm"])
+@pytest.mark.parametrize("scan", sorted(A.SCANS))
+def test_every_scan_is_its_raster_model_on_the_turned_image(name, scan):
+    """A scanned image model is the raster model (same weights) on the image turned or flipped so the
+    scan becomes raster order: the same per-pixel log-probabilities, moved back to their pixels; its
+    ordering is the scan's, and it depends on exactly the earlier pixels (autograd)."""
+    side = 3
+    raster = build(name, side, 3, seed=8)
+    scanned = {"pixelcnn": A.PixelCNN, "gated": A.GatedPixelCNN, "rowlstm": A.RowLSTM}[name]
+    kwargs = dict(channels=8, n_layers=2, first_kernel=3 if name == "rowlstm" else 5)
+    model = scanned(side, 3, scan=scan, **kwargs).to(f64)
+    weights = {k: v for k, v in raster.state_dict().items() if k not in ("order", "rank")}
+    model.load_state_dict(weights, strict=False)  # the same weights, the scan's own ordering
+    order = A.scan_order(side, scan)
+    assert model.order.tolist() == order and sorted(order) == list(range(side * side))
+    x = torch.randint(0, 3, (7, 9), generator=gen(13)).to(f64)
+    turned = x[:, order]  # the image read in the scan, as a raster image
+    want = raster._pixel_log_probs(turned.long())  # (B, D): position k is pixel order[k]
+    got = model._pixel_log_probs(x.long())
+    torch.testing.assert_close(got[:, order], want, rtol=0, atol=1e-12)
+    if name != "rowlstm":  # (the Row LSTM's field has holes; its ordering is checked above)
+        G = input_gradients(model, x)
+        E = earlier(model)
+        assert (G[~E] == 0).all() and (G[E] > 0).all() if name == "gated" else (G[~E] == 0).all()
+
+
+def test_scans_are_the_eight_symmetries_of_the_square():
+    orders = {scan: tuple(A.scan_order(4, scan)) for scan in A.SCANS}
+    assert len(set(orders.values())) == 8
+    assert orders["rows"] == tuple(range(16)) and orders["cols"][:4] == (0, 4, 8, 12)
+    assert orders["rows-up-rtl"] == tuple(reversed(range(16)))
+    assert orders["cols-rtl-up"][0] == 15 and orders["cols-rtl-up"][1] == 11
+    with pytest.raises(ValueError, match="scan must be one of"):
+        A.scan_order(4, "diagonal")
+    with pytest.raises(ValueError, match="scan must be one of"):
+        A.PixelCNN(4, scan="diagonal")
+
+
+def mixture(seed: int = 0, scans=("rows", "cols-rtl-up"), side: int = 3, levels: int = 2):
+    torch.manual_seed(seed)
+    return A.OrderMixture([A.PixelCNN(side, levels, channels=8, n_layers=2, first_kernel=3, scan=scans[0]),
+                           A.GatedPixelCNN(side, levels, channels=8, n_layers=2, first_kernel=3, scan=scans[1]),
+                           A.MADEModel(side * side, levels, (16,), order=SCRAMBLED9 if side == 3 else None)]).to(f64)
+
+
+def test_order_mixture_is_normalised_and_between_its_components():
+    model = mixture()
+    xs = all_inputs(9, 2)
+    lp = model.log_prob(xs)
+    assert abs(torch.logsumexp(lp, 0).item()) < 1e-10
+    parts = torch.stack([m.log_prob(xs) for m in model.components])  # (K, N)
+    assert (lp >= parts.min(0).values - 1e-12).all() and (lp <= parts.max(0).values + 1e-12).all()
+    torch.testing.assert_close(lp, torch.log(parts.exp().mean(0)))
+    torch.testing.assert_close(model.loss(xs), -lp.mean())
+
+
+def test_order_mixture_samples_match_log_prob():
+    model = mixture(1, side=2)
+    p = model.log_prob(all_inputs(4, 2)).exp()
+    n = 20000
+    s = model.sample(n, generator=gen(14))
+    assert s.shape == (n, 4)
+    codes = (s.long() * torch.tensor([8, 4, 2, 1])).sum(1)
+    counts = torch.bincount(codes, minlength=16).double()
+    assert chisquare(counts.numpy(), (n * p).detach().numpy()).pvalue > 1e-3
+
+
+def test_order_mixture_completes_exactly_when_every_ordering_allows_it():
+    # the top row first in both scans (and in the raster MADE): its completion is exact
+    model = mixture(2, scans=("rows", "rows-rtl"), side=2)
+    x = torch.tensor([[1.0, 0, 0, 0]], dtype=f64)
+    mask = torch.tensor([[True, True, False, False]])
+    xs = x.repeat(4, 1)
+    xs[:, 2:] = all_inputs(2, 2)
+    cond = model.conditional_log_prob(xs, mask.repeat(4, 1))
+    joint = model.log_prob(xs)
+    torch.testing.assert_close(cond, joint - torch.logsumexp(joint, 0))  # log p(x) - log p(x_O), enumerated
+    n = 8000
+    out = model.complete(x, mask, n_samples=n, generator=gen(15))[:, 0]  # (n, 4)
+    assert (out[:, :2] == x[0, :2]).all()
+    codes = (out[:, 2:].long() * torch.tensor([2, 1])).sum(1)
+    counts = torch.bincount(codes, minlength=4).double()
+    assert chisquare(counts.numpy(), (n * cond.exp()).detach().numpy()).pvalue > 1e-3
+    # the left column observed: a prefix of neither raster scan
+    left = torch.tensor([[True, False, True, False]])
+    for fn in (lambda: model.complete(x, left), lambda: model.conditional_log_prob(x, left)):
+        with pytest.raises(ValueError, match="exact only"):
+            fn()
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        A.OrderMixture([])
+    with pytest.raises(ValueError, match="share features and levels"):
+        A.OrderMixture([A.MADEModel(4, 2, (8,)), A.MADEModel(4, 3, (8,))])
 
 
 def test_masked_conv_masks():
@@ -273,12 +389,15 @@ def test_density_contract_on_digits(name):
     model = {
         "made": lambda: A.MADEModel(64, 17, (64,)),
         "pixelcnn": lambda: A.PixelCNN(8, 17, channels=8, n_layers=1),
-        "gated": lambda: A.GatedPixelCNN(8, 17, channels=8, n_layers=2),
+        "gated": lambda: A.GatedPixelCNN(8, 17, channels=8, n_layers=2, dropout=0.1),
+        "rowlstm": lambda: A.RowLSTM(8, 17, channels=8),
         "transformer": lambda: A.CausalTransformer(64, 17, small_config()),
         "lstm": lambda: A.SequenceLSTM(64, 17, embed_dim=8, hidden=16),
     }[name]()
+    model.eval()  # (the gated model has dropout, active in training mode only)
     check_density_model(model, x, sample_n=2)
     assert model.sample(2, generator=gen(0)).dtype == torch.float32
+    model.train()
     loss = model.loss(x)
     loss.backward()  # trains with gmlib.train: the loss has gradients
     assert all(p.grad is not None for p in model.parameters())
@@ -334,6 +453,11 @@ def test_constructor_checks():
         A.PixelCNN(4, first_kernel=4)
     with pytest.raises(ValueError, match="mask_type"):
         A.MaskedConv2d(1, 1, 3, "C")
+    for bad in (-0.1, 1.0, "0.1", True):
+        with pytest.raises(ValueError, match="dropout"):
+            A.PixelCNN(4, dropout=bad)
+        with pytest.raises(ValueError, match="dropout"):
+            A.GatedPixelCNN(4, dropout=bad)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
