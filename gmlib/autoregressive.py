@@ -83,7 +83,8 @@ from .flows import MADE
 
 __all__ = [
     "AutoregressiveModel", "MADEModel", "MaskedConv2d", "PixelCNN", "GatedPixelCNN",
-    "TransformerConfig", "CausalTransformer", "SequenceLSTM", "RowLSTM", "OrderMixture", "SCANS", "scan_order",
+    "TransformerConfig", "CausalTransformer", "SequenceLSTM", "RowLSTM", "OrderMixture", "ScanMixture", "SCANS",
+    "scan_order",
 ]
 
 
@@ -426,8 +427,10 @@ class PixelCNN(_ImageModel):
         self.drop = nn.Dropout(_check_dropout(dropout))
         self.head = _head(channels, self.levels)
 
-    def _net(self, img):
+    def _net(self, img, shift=None):
         h = self.input(img)  # (B, C, H, W)
+        if shift is not None:  # (B, C, 1, 1): a per-image vector (ScanMixture's scan), data-independent
+            h = h + shift
         for conv in self.layers:
             h = h + self.drop(conv(nnf.relu(h)))
         return self.head(h)  # (B, L, H, W)
@@ -495,10 +498,12 @@ class GatedPixelCNN(_ImageModel):
             for i in range(n_layers))
         self.head = _head(channels, self.levels)
 
-    def _net(self, img):
+    def _net(self, img, shift=None):
         v = h = img
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             v, h = layer(v, h)  # (B, C, H, W) each
+            if i == 0 and shift is not None:  # (B, C, 1, 1): a per-image vector (ScanMixture's scan)
+                v, h = v + shift, h + shift
         return self.head(h)  # (B, L, H, W)
 
 
@@ -828,3 +833,80 @@ class OrderMixture(nn.Module):
                 done = m.complete(x[b_idx], mask[b_idx], generator=generator, temperature=temperature)[0]
                 out[s_idx, b_idx] = done.to(out.dtype)
         return out
+
+
+class _ScanView(_ImageModel):
+    """Scan ``index`` of a :class:`ScanMixture`: its shared network told which scan it reads."""
+
+    def __init__(self, shared: "_SharedScanNet", index: int, scan: str):
+        super().__init__(shared.net.side, shared.net.levels, scan)
+        # not a submodule: the ScanMixture owns (and moves, saves) the one shared network
+        object.__setattr__(self, "shared", shared)
+        self.index = index
+
+    def _net(self, img):
+        return self.shared(img, torch.full((img.shape[0],), self.index, dtype=torch.long, device=img.device))
+
+
+class _SharedScanNet(nn.Module):
+    def __init__(self, net: _ImageModel, n_scans: int, channels: int):
+        super().__init__()
+        self.net = net  # a raster-order PixelCNN or GatedPixelCNN
+        self.scan_vectors = nn.Parameter(torch.zeros(n_scans, channels, 1, 1))
+
+    def forward(self, img: torch.Tensor, scan: torch.Tensor) -> torch.Tensor:
+        return self.net._net(img, self.scan_vectors[scan])  # (B, L, H, W)
+
+
+class ScanMixture(OrderMixture):
+    r"""One PixelCNN network for several raster scans of the image, and the exact mixture
+    :eq:`ch08:order-mixture` over them (order-agnostic training, Uria et al. 2014, with the
+    dihedral scans of :data:`SCANS` as the orderings).
+
+    The network (a :class:`GatedPixelCNN` or :class:`PixelCNN` in raster order, ``architecture``
+    ``"gated"`` or ``"pixelcnn"``, with the keyword arguments ``kwargs``) reads the image turned
+    or flipped so that scan :math:`k` becomes raster order, and is told :math:`k` by a learned
+    vector added to its first layer's output. Scan :math:`k` is thus a model :math:`p_k` of its own
+    (``components[k]``, sharing every weight), and
+
+    .. math::  p(x) = \frac1K\sum_{k=1}^K p_k(x)
+
+    is exact. :meth:`loss` in training mode is the order-agnostic objective: each image is scored
+    in one scan drawn uniformly (torch's global generator), :math:`-\log p_k(x)`, whose expectation
+    over :math:`k` bounds :math:`-\log p(x)` from above (Jensen); every image also teaches the
+    network the stroke shapes of the other scans. In eval mode (validation, early stopping) :meth:`loss`
+    scores image :math:`i` of the batch in scan :math:`i \bmod K`: the same objective without the draw,
+    at the cost of one pass instead of the :math:`K` that :meth:`log_prob` takes.
+    """
+
+    def __init__(self, side: int, levels: int, scans: Sequence[str], *, architecture: str = "gated", **kwargs):
+        scans = list(scans)
+        if not scans or len(set(scans)) != len(scans):
+            raise ValueError(f"scans must be distinct names from SCANS, got {scans!r}")
+        for scan in scans:
+            scan_order(1, scan)  # checks the name
+        kinds = {"gated": GatedPixelCNN, "pixelcnn": PixelCNN}
+        if architecture not in kinds:
+            raise ValueError(f"architecture must be 'gated' or 'pixelcnn', got {architecture!r}")
+        net = kinds[architecture](side, levels, **kwargs)
+        shared = _SharedScanNet(net, len(scans), kwargs.get("channels", 64))
+        super().__init__([_ScanView(shared, k, scan) for k, scan in enumerate(scans)])
+        self.shared, self.scans, self.architecture = shared, scans, architecture
+        self.register_buffer("orders", torch.stack([c.order for c in self.components]))  # (K, D)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", scans={self.scans}, architecture={self.architecture!r}"
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The order-agnostic loss: each image scored in one scan (drawn in training, ``i mod K`` in eval)."""
+        first = self.components[0]
+        xl = first._check_x(x)
+        B, side, K = xl.shape[0], first.side, len(self.scans)
+        if self.training:
+            k = torch.randint(K, (B,), device=self.orders.device)  # (B,)
+        else:
+            k = torch.arange(B, device=self.orders.device) % K
+        turned = xl.gather(1, self.orders[k])  # (B, D): each image in its scan, as a raster image
+        img = _scaled(turned, self.levels, first._ref.dtype).view(B, 1, side, side)
+        logits = self.shared(img, k).reshape(B, self.levels, self.features)  # (B, L, D), scan positions
+        return -nnf.log_softmax(logits, dim=1).gather(1, turned.unsqueeze(1)).squeeze(1).sum(1).mean()

@@ -10,10 +10,13 @@ model                  file                          regenerate with
 =====================  ============================  ==========================================
 Chapter 5's VAE        ``weights/vae_digits.pt``      ``python -m gmlib.bench.vae --save``
 Chapter 7's flow       ``weights/flow_digits.pt``     ``python -m gmlib.bench.flows --save``
+Chapter 8's models     ``weights/ar_digits.pt``       ``python -m gmlib.bench.autoregressive --save``
 =====================  ============================  ==========================================
 
 The files hold a ``state_dict`` and the figures the script measured (``info``); they
 are loaded with ``torch.load(..., weights_only=True)``, so a file can carry no code.
+Chapter 8's file holds several models, their floating weights in half precision (the
+benchmark measures its figures on the rounded weights it saves).
 """
 from __future__ import annotations
 
@@ -24,10 +27,11 @@ import torch
 
 from .device import get_device
 from .flows import Flow
-from .recipes import FlowDigitsRecipe, VAEDigitsRecipe, flow_digits, vae_digits
+from .recipes import ARDigitsRecipe, FlowDigitsRecipe, VAEDigitsRecipe, ar_digits, flow_digits, vae_digits
 from .vae import VAE
 
-__all__ = ["WEIGHTS_DIR", "load_vae_digits", "save_vae_digits", "load_flow_digits", "save_flow_digits"]
+__all__ = ["WEIGHTS_DIR", "load_vae_digits", "save_vae_digits", "load_flow_digits", "save_flow_digits",
+           "load_ar_digits", "save_ar_digits", "half_precision_state"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -87,3 +91,60 @@ def load_flow_digits(path: Path | str | None = None, device=None) -> tuple[Flow,
     """
     path = Path(path) if path is not None else WEIGHTS_DIR / "flow_digits.pt"
     return _load(path, FlowDigitsRecipe, flow_digits, "python -m gmlib.bench.flows --save", device)
+
+
+def half_precision_state(model: torch.nn.Module) -> dict:
+    """``model``'s ``state_dict`` on the CPU with floating tensors in float16 (integers kept)."""
+    return {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+            for k, v in model.state_dict().items()}
+
+
+def _as_float32(state: dict) -> dict:
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+AR_COMMAND = "python -m gmlib.bench.autoregressive --save"
+
+
+def save_ar_digits(entries: dict, path: Path | None = None) -> Path:
+    """Write Chapter 8's models: ``entries`` maps a name to ``(model, ARDigitsRecipe, info)``; the weights
+    are stored in half precision (:func:`half_precision_state`)."""
+    path = Path(path) if path is not None else WEIGHTS_DIR / "ar_digits.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {name: {"recipe": asdict(recipe), "info": dict(info), "state_dict": half_precision_state(model)}
+            for name, (model, recipe, info) in entries.items()}
+    tmp = path.with_suffix(".tmp")
+    torch.save({"models": blob}, tmp)
+    tmp.replace(path)  # never leaves a half-written file behind
+    return path
+
+
+def load_ar_digits(path: Path | str | None = None, device=None) -> dict:
+    """Chapter 8's trained models: ``{name: (model in eval mode, info)}``, in the order they were saved
+    (the main model first), float32 on ``device``; ``info`` holds the figures measured when it was
+    trained and its recipe.
+
+    Raises ``FileNotFoundError`` naming the command that regenerates the file when it is missing, and
+    ``ValueError`` when the file cannot be read or holds something else.
+    """
+    path = Path(path) if path is not None else WEIGHTS_DIR / "ar_digits.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; train it with: {AR_COMMAND}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or carrying objects weights_only refuses
+        raise ValueError(f"{path} cannot be read as weights ({type(err).__name__}); regenerate it with "
+                         f"{AR_COMMAND}") from None
+    out = {}
+    try:
+        for name, entry in blob["models"].items():
+            recipe = ARDigitsRecipe(**{**entry["recipe"], "scans": tuple(entry["recipe"]["scans"])})
+            model = ar_digits(recipe)
+            model.load_state_dict(_as_float32(entry["state_dict"]))
+            out[name] = (model.to(get_device(device)).eval(), dict(entry.get("info", {}), recipe=asdict(recipe)))
+    except (KeyError, TypeError, RuntimeError, AttributeError) as err:
+        raise ValueError(f"{path} does not hold Chapter 8's models ({type(err).__name__}: {err}); regenerate it "
+                         f"with {AR_COMMAND}") from None
+    if not out:
+        raise ValueError(f"{path} holds no model; regenerate it with {AR_COMMAND}")
+    return out

@@ -20,6 +20,7 @@ recipe                                      used by                            b
 :class:`ToyProtocol`                        Chapter 6, objectives on 2-D data  ``python -m gmlib.bench.gan --toy``
 :data:`PRESETS` (:class:`DigitsGANPreset`)  Chapter 6, the digits DCGAN        ``python -m gmlib.bench.gan``
 :class:`FlowDigitsRecipe`                   Chapter 7 (its shipped weights)    ``python -m gmlib.bench.flows``
+:class:`ARDigitsRecipe`                     Chapter 8 (its shipped weights)    ``python -m gmlib.bench.autoregressive``
 ==========================================  =================================  ===================================
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import autoregressive as ar
 from ._checks import check_int
 from .data import digits, toy_2d, toy_2d_modes
 from .flows import (Compose, Flow, FlowConfig, Logit, Reshape, UniformDequantizer, VariationalDequantizer,
@@ -64,6 +66,12 @@ __all__ = [
     "FlowDigitsRecipe",
     "FLOW_PRESETS",
     "flow_digits",
+    # Chapter 8: autoregressive models of the digits
+    "ARDigitsRecipe",
+    "AR_PRESETS",
+    "AR_BASELINES",
+    "ALL_SCANS",
+    "ar_digits",
 ]
 
 
@@ -485,3 +493,101 @@ def flow_digits(recipe: FlowDigitsRecipe = FlowDigitsRecipe()) -> Flow:
                         actnorm=False, mix=False)
         dequantizer = VariationalDequantizer(recipe.levels, vector_flow(d, dq, context_features=d))
     return Flow(bijection, (d,), dequantizer)
+
+
+# ======================================================================================
+# Chapter 8: autoregressive models of the digits (``python -m gmlib.bench.autoregressive --save``
+# trains the main model and the one-of-each comparison and writes gmlib/weights/ar_digits.pt).
+# ======================================================================================
+
+ALL_SCANS = ("rows", "rows-rtl", "rows-up", "rows-up-rtl", "cols", "cols-up", "cols-rtl", "cols-rtl-up")
+
+
+@dataclass(frozen=True)
+class ARDigitsRecipe:
+    """One of Chapter 8's autoregressive models of the integer digits
+    (``gmlib.data.digits(split, "int")``, 17 levels), trained by :func:`gmlib.train.train` on the exact
+    negative log-likelihood (for ``kind="scans"``, the order-agnostic loss of
+    :class:`gmlib.autoregressive.ScanMixture`), with one-pixel shifts and the best validation epoch kept.
+
+    ``kind`` picks the model: ``"scans"`` (the main model: one gated PixelCNN for every scan in
+    ``scans`` and the exact mixture over them), ``"made"``, ``"pixelcnn"``, ``"gated"``, ``"rowlstm"``
+    or ``"transformer"`` (one model in the first scan of ``scans``). ``width`` is the channels of the
+    convolutional models, the hidden units of MADE's two layers, the Transformer's ``d_model``.
+    Chosen on the validation split (the search is summarised in Chapter 8)."""
+
+    kind: str = "scans"
+    side: int = 8  # images are side x side, one channel (rows of side * side pixels)
+    levels: int = 17  # L, grey levels
+    scans: tuple = ALL_SCANS  # orderings (gmlib.autoregressive.SCANS); single models use the first
+    width: int = 64  # channels / hidden units / d_model
+    n_layers: int = 5  # masked or gated layers, LSTM layers, Transformer blocks
+    first_kernel: int = 7  # the first (mask-A) convolution of the convolutional models
+    dropout: float = 0.1  # PixelCNNs (residual branches) and the Transformer
+    lr: float = 2e-3  # Adam
+    lr_schedule: str = "constant"  # gmlib.train.train's lr_schedule
+    ema: float | None = 0.995  # gmlib.train.train's ema: decay of the average of the weights (None: off)
+    batch_size: int = 64
+    epochs: int = 100  # at most
+    patience: int | None = None  # early stopping (None: every epoch, the best validation epoch kept)
+    seed: int = 0  # initial weights, batch order, the scans drawn and the dropout
+    shift_p: float = 0.5  # probability that a training image is moved by one pixel (gmlib.data.random_shift)
+
+    @property
+    def pixels(self) -> int:
+        return self.side * self.side
+
+
+def ar_digits(recipe: ARDigitsRecipe = ARDigitsRecipe()):
+    """An untrained model of ``recipe`` (weights seeded with ``recipe.seed``): a
+    :class:`gmlib.autoregressive.ScanMixture` for ``kind="scans"``, else one
+    :class:`gmlib.autoregressive.AutoregressiveModel` whose ordering is the first scan."""
+    check_int(recipe.width, "width")
+    if not recipe.scans:
+        raise ValueError("scans must name at least one scan")
+    torch.manual_seed(recipe.seed)
+    side, levels, first = recipe.side, recipe.levels, recipe.scans[0]
+    conv = dict(channels=recipe.width, n_layers=recipe.n_layers, first_kernel=recipe.first_kernel)
+    if recipe.kind == "scans":
+        return ar.ScanMixture(side, levels, recipe.scans, architecture="gated", dropout=recipe.dropout, **conv)
+    if recipe.kind == "pixelcnn":
+        return ar.PixelCNN(side, levels, dropout=recipe.dropout, scan=first, **conv)
+    if recipe.kind == "gated":
+        return ar.GatedPixelCNN(side, levels, dropout=recipe.dropout, scan=first, **conv)
+    if recipe.kind == "rowlstm":
+        return ar.RowLSTM(side, levels, scan=first, **conv)
+    order = ar.scan_order(side, first)
+    if recipe.kind == "made":
+        return ar.MADEModel(recipe.pixels, levels, (recipe.width,) * recipe.n_layers, order=order)
+    if recipe.kind == "transformer":
+        config = ar.TransformerConfig(d_model=recipe.width, n_heads=4, n_layers=recipe.n_layers,
+                                      d_ff=4 * recipe.width, dropout=recipe.dropout)
+        return ar.CausalTransformer(recipe.pixels, levels, config, order=order)
+    raise ValueError(f"kind must be one of 'scans', 'made', 'pixelcnn', 'gated', 'rowlstm', 'transformer', "
+                     f"got {recipe.kind!r}")
+
+
+#: ``quick``: the shipped main model (one gated PixelCNN for the eight scans, weights averaged; about
+#: 3.5 minutes on 2 CPU threads). ``full``: wider and longer, for CUDA (``python -m gmlib.bench.autoregressive --preset
+#: full --device cuda``); ``mnist``: the same on MNIST's 28 x 28 images at 256 levels (needs the files).
+AR_PRESETS = {
+    "quick": ARDigitsRecipe(),
+    "full": ARDigitsRecipe(width=128, n_layers=8, epochs=300, dropout=0.2),
+    "mnist": ARDigitsRecipe(side=28, levels=256, width=128, n_layers=8, epochs=30, batch_size=128, shift_p=0.0,
+                            lr=1e-3, dropout=0.0, ema=0.999),
+}
+
+#: One model of each kind, in raster order, for the chapter's comparison (trained once each by the
+#: benchmark, one CPU thread each).
+AR_BASELINES = {
+    "MADE": ARDigitsRecipe(kind="made", scans=("rows",), width=256, n_layers=2, lr=1e-3, lr_schedule="cosine",
+                           ema=None, epochs=60, dropout=0.0),
+    "PixelCNN": ARDigitsRecipe(kind="pixelcnn", scans=("rows",), lr=3e-3, lr_schedule="cosine", ema=None, epochs=40,
+                               dropout=0.2),
+    "gated PixelCNN": ARDigitsRecipe(kind="gated", scans=("rows",), lr=3e-3, lr_schedule="cosine", ema=None,
+                                     epochs=30, dropout=0.2),
+    "Row LSTM": ARDigitsRecipe(kind="rowlstm", scans=("rows",), n_layers=2, lr=3e-3, lr_schedule="cosine", ema=None,
+                               epochs=40, dropout=0.0),
+    "Transformer": ARDigitsRecipe(kind="transformer", scans=("rows",), width=64, n_layers=2, epochs=60,
+                                  lr=1e-3, lr_schedule="cosine", ema=None, dropout=0.1),
+}

@@ -133,6 +133,12 @@ def evaluate_loss(model, data: Data, *, batch_size: int = 1024, seed: int | None
 
 
 @torch.no_grad()
+def _copy_into(params, values) -> None:
+    with torch.no_grad():
+        for p, v in zip(params, values):
+            p.copy_(v)
+
+
 def _mean_loss(model, tensors: tuple[torch.Tensor, ...], batch_size: int, seed: int | None) -> float:
     """:func:`evaluate_loss` on tensors already checked and on the model's device."""
     dev = tensors[0].device
@@ -145,7 +151,7 @@ def _mean_loss(model, tensors: tuple[torch.Tensor, ...], batch_size: int, seed: 
             torch.manual_seed(seed)
         for batch in iterate_minibatches(tensors, batch_size, None):
             b = batch[0].shape[0]
-            total += float(model.loss(_unpack(batch))) * b
+            total += float(model.loss(_unpack(batch)).detach()) * b
             count += b
     model.train(was_training)
     return total / count
@@ -194,6 +200,8 @@ def train(
     desc: str = "training",
     augment=None,
     callback=None,
+    lr_schedule: str = "constant",
+    ema: float | None = None,
 ) -> History:
     """Fit ``model`` by minimising ``model.loss(batch)`` with Adam, or play its game.
 
@@ -216,6 +224,14 @@ def train(
         mini-batch (a tuple of tensors, as ``train_data`` is split) before the loss, never to
         validation data; ``generator`` is a CPU generator seeded from ``seed``
         (e.g. :func:`gmlib.data.random_shift`).
+    lr_schedule: ``"constant"``, or ``"cosine"``: every player's learning rate at epoch ``e``
+        (0-based) is its base rate times :math:`\\tfrac12(1 + \\cos(\\pi e / \\text{epochs}))`, from the
+        full rate down towards 0 over ``epochs`` (Loshchilov & Hutter 2017, without restarts).
+    ema: optional decay :math:`\\beta \\in (0, 1)` of an exponential moving average of the parameters,
+        updated after every step, :math:`\\bar\\theta \\leftarrow \\beta\\bar\\theta + (1 - \\beta)\\theta`
+        (Polyak averaging; Polyak & Juditsky 1992): validation then scores the averaged weights, and
+        the model ends with the best averaged weights (the last ones without ``val_data``).
+        The callback sees the weights being trained.
     callback: optional ``callback(epoch, model, history)`` called after every epoch
         (0-based; after validation), e.g. to keep snapshots of samples over training. It
         runs under ``torch.no_grad()`` with the model as training left it.
@@ -236,6 +252,10 @@ def train(
         raise ValueError(f"augment must be callable, got {type(augment).__name__}")
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable, got {type(callback).__name__}")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if ema is not None and (isinstance(ema, bool) or not isinstance(ema, float) or not 0.0 < ema < 1.0):
+        raise ValueError(f"ema must be a float in (0, 1) or None, got {ema!r}")
     dev = get_device(device)
     train_t = tuple(t.to(dev) for t in _as_tuple(train_data, "train_data"))
     val_t = tuple(t.to(dev) for t in _as_tuple(val_data, "val_data")) if val_data is not None else None
@@ -256,8 +276,16 @@ def train(
     step = 0  # mini-batches seen over all epochs
     start = time.perf_counter()
 
+    base_lrs = [[g["lr"] for g in opt.param_groups] for opt in opts]
+    params = [p for p in model.parameters()]
+    averaged = [p.detach().clone() for p in params] if ema is not None else None
     bar = progress_bar(epochs, desc, progress)
     for epoch in bar:
+        if lr_schedule == "cosine":
+            factor = 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+            for opt, bases in zip(opts, base_lrs):
+                for group, base in zip(opt.param_groups, bases):
+                    group["lr"] = base * factor
         model.train()
         running = [0.0] * len(players)
         seen = [0] * len(players)
@@ -284,6 +312,9 @@ def train(
                 opt.step()
                 running[k] += loss.item() * b
                 seen[k] += b
+            if averaged is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(averaged, [p.detach() for p in params], 1.0 - ema)
             step += 1
         for k, player in enumerate(players):
             history.player_loss[player.name].append(running[k] / seen[k] if seen[k] else math.nan)
@@ -295,6 +326,9 @@ def train(
             postfix = {p.name[:6]: f"{history.player_loss[p.name][-1]:.4g}" for p in players}
 
         stop = False
+        if averaged is not None:  # validate (and keep) the averaged weights; train on the live ones
+            live = [p.detach().clone() for p in params]
+            _copy_into(params, averaged)
         if val_t is not None:
             val = _mean_loss(model, val_t, max(batch_size, 1024), seed + 1)  # val_t was checked above
             history.val_loss.append(val)
@@ -309,6 +343,10 @@ def train(
                 history.stopped_early = stop = True
         else:
             history.best_epoch = epoch
+            if averaged is not None and epoch == epochs - 1:
+                best_state = copy.deepcopy(model.state_dict())  # the last averaged weights
+        if averaged is not None:
+            _copy_into(params, live)
         if callback is not None:
             with torch.no_grad():
                 callback(epoch, model, history)

@@ -259,6 +259,48 @@ def test_order_mixture_completes_exactly_when_every_ordering_allows_it():
         A.OrderMixture([A.MADEModel(4, 2, (8,)), A.MADEModel(4, 3, (8,))])
 
 
+@pytest.mark.parametrize("architecture", ["gated", "pixelcnn"])
+def test_scan_mixture_is_exact_and_its_training_loss_scores_one_scan_per_image(architecture):
+    torch.manual_seed(9)
+    model = A.ScanMixture(3, 2, ["rows", "cols-rtl-up", "rows-up"], architecture=architecture, channels=8,
+                          n_layers=2, first_kernel=3).to(f64)
+    with torch.no_grad():  # the scan vectors start at zero: make them (and the rest) random
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen(16), dtype=f64))
+    model.eval()
+    xs = all_inputs(9, 2)
+    lp = model.log_prob(xs)
+    assert abs(torch.logsumexp(lp, 0).item()) < 1e-10
+    parts = torch.stack([c.log_prob(xs) for c in model.components])  # (K, N), one model per scan
+    assert [c.order.tolist() for c in model.components] == [A.scan_order(3, s) for s in model.scans]
+    for c in model.components:  # each scan is normalised and autoregressive in its own ordering
+        assert abs(torch.logsumexp(c.log_prob(xs), 0).item()) < 1e-10
+        G = input_gradients(c, xs[:32])
+        assert (G[~earlier(c)] == 0).all()
+    assert (parts[0] - parts[1]).abs().max() > 1e-3  # the scans are different models
+    # eval mode: image i in scan i mod K, deterministic
+    torch.testing.assert_close(model.loss(xs), -parts[torch.arange(len(xs)) % 3, torch.arange(len(xs))].mean())
+    # training mode: each image in one scan drawn from the global generator
+    model.train()
+    for p in model.modules():
+        if isinstance(p, torch.nn.Dropout):
+            p.p = 0.0
+    torch.manual_seed(17)
+    got = model.loss(xs[:40])
+    torch.manual_seed(17)
+    k = torch.randint(3, (40,))
+    want = -parts[k, torch.arange(40)].mean()
+    torch.testing.assert_close(got, want)
+    # the parameters are shared, once: every scan's gradient reaches the same tensors
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model.shared.parameters())
+    with pytest.raises(ValueError, match="distinct names"):
+        A.ScanMixture(3, 2, ["rows", "rows"])
+    with pytest.raises(ValueError, match="scan must be one of"):
+        A.ScanMixture(3, 2, ["rows", "zigzag"])
+    with pytest.raises(ValueError, match="architecture"):
+        A.ScanMixture(3, 2, ["rows"], architecture="mlp")
+
+
 def test_masked_conv_masks():
     a = A.MaskedConv2d(1, 1, 3, "A").mask
     b = A.MaskedConv2d(1, 1, 3, "B").mask

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from gmlib.bench import flows, gan, latent, rbm, sequences, vae
+from gmlib.bench import autoregressive, flows, gan, latent, rbm, sequences, vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,3 +100,28 @@ def test_flows_bench_refuses_bad_settings():
         flows.main(["--preset", "huge"])
     with pytest.raises(SystemExit):
         flows.main(["--preset", "mnist", "--save"])
+
+
+def test_autoregressive_bench_runs_and_judges_the_target(capsys):
+    status = autoregressive.main(["--no-baselines", "--set", "epochs=1", "--set", "width=4", "--set", "n_layers=1",
+                                  "--set", "scans=rows,cols-up", "--device", "cpu", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert status == 1 and "MISSED main model's test NLL <= 77" in out  # one epoch of a tiny model cannot pass
+    row = next(line for line in out.splitlines() if line.startswith("gated PixelCNN, 2 scans "))
+    values = [float(v) for v in row.split()[4:]]  # after the name's four words
+    test, se, bpd, val = values[:4]
+    # exact NLLs of 64 pixels at 17 levels: positive, below twice the uniform distribution's 64 ln 17
+    assert 0 < test < 2 * 64 * math.log(17) and 0 < val < 2 * 64 * math.log(17) and 0 < se < 5
+    assert bpd == pytest.approx(test / (64 * math.log(2)), abs=1e-3)
+    assert "each scan alone (test NLL): rows " in out and ", cols-up " in out and "saved" not in out
+
+
+def test_autoregressive_bench_refuses_bad_settings():
+    with pytest.raises(SystemExit):
+        autoregressive.main(["--set", "depth=3"])
+    with pytest.raises(SystemExit):
+        autoregressive.main(["--set", "patience=soon"])
+    with pytest.raises(SystemExit):
+        autoregressive.main(["--preset", "mnist", "--save"])
+    with pytest.raises(SystemExit):
+        autoregressive.main(["--save", "--no-baselines"])

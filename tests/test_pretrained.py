@@ -1,5 +1,5 @@
-"""gmlib.pretrained, Chapter 5's and Chapter 7's recipes (gmlib.recipes.VAEDigitsRecipe,
-FlowDigitsRecipe) and the convolutional nets of gmlib.nets: shapes, saving and loading, and the
+"""gmlib.pretrained, Chapter 5's, 7's and 8's recipes (gmlib.recipes.VAEDigitsRecipe,
+FlowDigitsRecipe, ARDigitsRecipe) and the convolutional nets of gmlib.nets: shapes, saving and loading, and the
 shipped weights against the figures recorded when they were trained."""
 import math
 
@@ -138,3 +138,93 @@ def test_flow_presets_build_and_the_mnist_one_fits_28x28_images_at_256_levels():
         assert model.sample(2).shape == (2, 784) and float(model.sample(2).max()) <= 255
     with pytest.raises(ValueError, match="integers in 0..255"):
         model.discrete_log_prob_bound(x + 0.5)
+
+
+# -- Chapter 8: several autoregressive models in one file, in half precision ---------------------
+
+
+def _small_ar(kind, **kw):
+    from gmlib.recipes import ARDigitsRecipe
+
+    return ARDigitsRecipe(kind=kind, width=8, n_layers=1, **kw)
+
+
+def test_ar_save_and_load_round_trip_in_half_precision(tmp_path):
+    from gmlib.pretrained import half_precision_state, load_ar_digits, save_ar_digits
+    from gmlib.recipes import ar_digits
+
+    recipes = {"main": _small_ar("scans", scans=("rows", "cols-up")), "made": _small_ar("made", scans=("cols",))}
+    models = {name: ar_digits(r) for name, r in recipes.items()}
+    for m in models.values():  # weights that half precision rounds
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) / 3)
+    path = save_ar_digits({name: (models[name], r, {"test_nll": 1.5}) for name, r in recipes.items()},
+                          tmp_path / "ar.pt")
+    loaded = load_ar_digits(path, device="cpu")
+    assert list(loaded) == ["main", "made"]  # the order they were saved in
+    x = digits("val", "int")[:30]
+    for name, (model, info) in loaded.items():
+        assert not model.training and info["test_nll"] == 1.5 and info["recipe"]["width"] == 8
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        rounded = models[name]
+        rounded.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                 for k, v in half_precision_state(rounded).items()})
+        rounded.eval()
+        with torch.no_grad():  # the loaded model is the saved one, rounded to float16: equal, bit for bit
+            assert torch.equal(model.log_prob(x), rounded.log_prob(x))
+    assert loaded["made"][0].order.tolist() == [i % 8 * 8 + i // 8 for i in range(64)]  # the "cols" scan
+    blob = torch.load(path, weights_only=True)
+    stored = [v for entry in blob["models"].values() for v in entry["state_dict"].values()]
+    assert all(v.dtype in (torch.float16, torch.long) for v in stored)  # floats in half precision
+    with pytest.raises(FileNotFoundError, match="python -m gmlib.bench.autoregressive --save"):
+        load_ar_digits(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot be read as weights"):
+        load_ar_digits(tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="does not hold Chapter 8's models"):
+        load_ar_digits(save_vae_digits(vae_digits(VAEDigitsRecipe(latent_dim=3, channels=4, hidden=8)),
+                                       VAEDigitsRecipe(latent_dim=3, channels=4, hidden=8), {}, tmp_path / "v.pt"))
+
+
+def test_ar_recipes_build_every_kind_and_the_presets():
+    from dataclasses import replace
+
+    from gmlib import autoregressive as ar
+    from gmlib.recipes import AR_BASELINES, AR_PRESETS, ARDigitsRecipe, ar_digits
+
+    kinds = {"scans": ar.ScanMixture, "made": ar.MADEModel, "pixelcnn": ar.PixelCNN, "gated": ar.GatedPixelCNN,
+             "rowlstm": ar.RowLSTM, "transformer": ar.CausalTransformer}
+    x = digits("train", "int")[:4]
+    for kind, cls in kinds.items():
+        model = ar_digits(_small_ar(kind, scans=("rows-up", "cols")))
+        assert type(model) is cls
+        if kind != "scans":
+            assert model.order.tolist() == ar.scan_order(8, "rows-up")
+        with torch.no_grad():
+            assert model.log_prob(x).shape == (4,)
+    assert AR_PRESETS["quick"] == ARDigitsRecipe() and set(AR_PRESETS) == {"quick", "full", "mnist"}
+    assert sorted(AR_PRESETS["quick"].scans) == sorted(ar.SCANS)
+    assert {r.kind for r in AR_BASELINES.values()} == {"made", "pixelcnn", "gated", "rowlstm", "transformer"}
+    small = replace(AR_PRESETS["mnist"], width=4, n_layers=1)
+    model = ar_digits(small)
+    xm = torch.randint(0, 256, (2, 784), generator=torch.Generator().manual_seed(0)).float()
+    with torch.no_grad():
+        assert model.log_prob(xm).shape == (2,)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ar_digits(_small_ar("wavenet"))
+
+
+def test_shipped_autoregressive_models_reproduce_their_recorded_test_nll():
+    from gmlib.pretrained import load_ar_digits
+
+    assert (WEIGHTS_DIR / "ar_digits.pt").is_file(), \
+        "gmlib/weights/ar_digits.pt is missing: python -m gmlib.bench.autoregressive --save"
+    models = load_ar_digits(device="cpu")
+    x = digits("test", "int")
+    for name, (model, info) in models.items():
+        with torch.no_grad():
+            nll = -model.log_prob(x).double().mean().item()
+        # exact likelihoods of the saved (half-precision) weights: only float32 rounding differs between
+        # CPUs, far below 0.01 nats per image
+        assert abs(nll - info["test_nll"]) < 0.01, (name, nll, info["test_nll"])

@@ -155,6 +155,57 @@ def test_augment_sees_every_training_batch_and_never_validation():
         train(GaussianMean(2), x, epochs=1, progress=False, augment=3)
 
 
+class Slope(torch.nn.Module):
+    """loss = w: a constant gradient of 1, so each Adam step moves w by the learning rate (to 1e-8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def loss(self, batch):
+        return self.w + 0 * batch[0].sum()
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_learning_rate_schedule_sets_each_epochs_step(schedule):
+    x = torch.zeros(40, 1, dtype=torch.float64)  # 4 batches of 10: 4 steps per epoch
+    w_after = []
+    model = Slope()
+    train(model, x, epochs=6, lr=0.1, batch_size=10, progress=False, patience=None, lr_schedule=schedule,
+          callback=lambda epoch, m, h: w_after.append(m.w.item()))
+    moves = -torch.diff(torch.tensor([0.0] + w_after, dtype=torch.float64))  # (6,) per epoch
+    factors = [1.0] * 6 if schedule == "constant" else [0.5 * (1 + math.cos(math.pi * e / 6)) for e in range(6)]
+    torch.testing.assert_close(moves, 4 * 0.1 * torch.tensor(factors, dtype=torch.float64), rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(Slope(), x, epochs=1, progress=False, lr_schedule="step")
+
+
+def test_ema_keeps_the_average_of_the_weights_and_validates_it():
+    """With a constant gradient each Adam step moves w by -lr (to 1e-8), so the weights and their
+    exponential moving average are known in closed form; the callback sees the live weights, the model
+    ends with the averaged ones (the last without validation data, the best-validated with it)."""
+    x = torch.zeros(40, 1, dtype=torch.float64)  # 4 steps per epoch
+    live = []
+    model = Slope()
+    train(model, x, epochs=5, lr=0.1, batch_size=10, progress=False, patience=None, ema=0.9,
+          callback=lambda epoch, m, h: live.append(m.w.item()))
+    torch.testing.assert_close(torch.tensor(live, dtype=torch.float64), -0.4 * torch.arange(1, 6, dtype=torch.float64),
+                               rtol=1e-6, atol=1e-8)
+    avg, w = 0.0, 0.0
+    for _ in range(20):
+        w -= 0.1
+        avg = 0.9 * avg + 0.1 * w
+    assert model.w.item() == pytest.approx(avg, rel=1e-6)
+    # with validation data: the loss w is smallest at the last epoch, so the last average is the best
+    model = Slope()
+    hist = train(model, x, x, epochs=5, lr=0.1, batch_size=10, progress=False, patience=None, ema=0.9)
+    assert hist.best_epoch == 4 and hist.val_loss[-1] == pytest.approx(avg, rel=1e-6)
+    assert model.w.item() == pytest.approx(avg, rel=1e-6)
+    for bad in (0.0, 1.0, 1, True, "0.9"):
+        with pytest.raises(ValueError, match="ema"):
+            train(Slope(), x, epochs=1, progress=False, ema=bad)
+
+
 def test_progress_bar_counts_draws_on_stdout_and_ends_its_line(capsys):
     from gmlib._progress import ProgressBar, progress_bar
 

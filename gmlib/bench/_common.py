@@ -78,9 +78,30 @@ def with_settings(recipe, settings: list[str]):
         name, sep, value = item.partition("=")
         if not sep or name not in fields:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        kind = type(getattr(recipe, name))
-        try:
-            recipe = dataclasses.replace(recipe, **{name: kind(value)})
-        except ValueError:
-            raise ValueError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+        recipe = dataclasses.replace(recipe, **{name: _convert(item, getattr(recipe, name), value)})
     return recipe
+
+
+def _convert(item: str, current, value: str):
+    """``value`` as the type of the field's ``current`` value: a tuple from comma-separated items,
+    ``true``/``false`` for a bool, ``none`` or a number where the field is optional (now None)."""
+    if isinstance(current, tuple):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(current, bool):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"--set {item!r}: {value!r} is not true or false")
+        return value.lower() == "true"
+    if current is None or value.lower() == "none":
+        if value.lower() == "none":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        raise ValueError(f"--set {item!r}: {value!r} is neither a number nor none")
+    kind = type(current)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
