@@ -45,15 +45,20 @@ def _save(model, recipe, info: dict, path: Path) -> Path:
     return path
 
 
-def _load(path: Path, recipe_class, build, command: str, device):
-    """``(model in eval mode on device, info)`` from ``path``; errors name ``command``."""
+def _read(path: Path, command: str) -> dict:
+    """The saved dictionary at ``path`` (tensors on the CPU, no code); errors name ``command``."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; train it with: {command}")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or carrying objects weights_only refuses
         raise ValueError(f"{path} cannot be read as weights ({type(err).__name__}); regenerate it with "
                          f"{command}") from None
+
+
+def _load(path: Path, recipe_class, build, command: str, device):
+    """``(model in eval mode on device, info)`` from ``path``; errors name ``command``."""
+    blob = _read(path, command)
     try:
         recipe = recipe_class(**blob["recipe"])
         model = build(recipe)
@@ -128,13 +133,7 @@ def load_ar_digits(path: Path | str | None = None, device=None) -> dict:
     ``ValueError`` when the file cannot be read or holds something else.
     """
     path = Path(path) if path is not None else WEIGHTS_DIR / "ar_digits.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; train it with: {AR_COMMAND}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a torch file, or carrying objects weights_only refuses
-        raise ValueError(f"{path} cannot be read as weights ({type(err).__name__}); regenerate it with "
-                         f"{AR_COMMAND}") from None
+    blob = _read(path, AR_COMMAND)
     out = {}
     try:
         for name, entry in blob["models"].items():

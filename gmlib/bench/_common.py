@@ -4,11 +4,32 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import math
 import platform
 
 import torch
 
+from ..data import digits, load_mnist
 from ..device import describe_device, get_device
+
+
+def image_splits(side: int, levels: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integer images as rows ``(N, side * side)``: the digits' train / val / test splits (8, 17), or
+    MNIST's first 50 000 / last 10 000 training images and its test set (28, 256; the files must be
+    in ``gmlib.data.cache_dir()``). ``ValueError`` for any other size."""
+    if side == 8 and levels == 17:
+        return tuple(digits(s, "int", device=device) for s in ("train", "val", "test"))
+    if side == 28 and levels == 256:
+        train_all = (load_mnist("train", download=False) * 255).round()  # (60000, 784)
+        test = (load_mnist("test", download=False) * 255).round()
+        return train_all[:50000].to(device), train_all[50000:].to(device), test.to(device)
+    raise ValueError(f"no data set with side {side} and {levels} levels (digits: 8, 17; MNIST: 28, 256)")
+
+
+def mean_se(t: torch.Tensor) -> tuple[float, float]:
+    """The mean of ``t`` and its standard error (sample standard deviation over the square root of n)."""
+    t = t.double()
+    return float(t.mean()), float(t.std() / math.sqrt(t.numel()))
 
 
 def sync(device: torch.device) -> None:

@@ -28,15 +28,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from functools import partial
-import math
 import sys
 import time
 
 import torch
 
-from ._common import add_device_arguments, print_header, run_on_device, sync, with_settings
+from ._common import (add_device_arguments, image_splits, mean_se, print_header, run_on_device, sync,
+                      with_settings)
 from ..autoregressive import ScanMixture
-from ..data import digits, load_mnist, random_shift
+from ..data import random_shift
 from ..metrics import nats_to_bits_per_dim
 from ..pretrained import _as_float32, half_precision_state, save_ar_digits
 from ..recipes import AR_BASELINES, AR_PRESETS, ARDigitsRecipe, ar_digits
@@ -55,20 +55,8 @@ def model_name(recipe: ARDigitsRecipe) -> str:
 
 
 def load_data(recipe: ARDigitsRecipe, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Integer images as rows ``(N, side * side)``: the digits' train / val / test splits, or MNIST's
-    first 50 000 / last 10 000 training images and its test set."""
-    if recipe.side == 8 and recipe.levels == 17:
-        return tuple(digits(s, "int", device=device) for s in ("train", "val", "test"))
-    if recipe.side == 28 and recipe.levels == 256:
-        train_all = (load_mnist("train", download=False) * 255).round()  # (60000, 784)
-        test = (load_mnist("test", download=False) * 255).round()
-        return train_all[:50000].to(device), train_all[50000:].to(device), test.to(device)
-    raise ValueError(f"no data set with side {recipe.side} and {recipe.levels} levels (digits: 8, 17; MNIST: 28, 256)")
-
-
-def _mean_se(t: torch.Tensor) -> tuple[float, float]:
-    t = t.double()
-    return float(t.mean()), float(t.std() / math.sqrt(t.numel()))
+    """The recipe's images: :func:`._common.image_splits` of its side and levels."""
+    return image_splits(recipe.side, recipe.levels, device)
 
 
 @torch.no_grad()
@@ -117,10 +105,10 @@ def fit(recipe: ARDigitsRecipe, data, device, *, progress: bool, desc: str):
             "val_loss": list(history.val_loss), "threads": torch.get_num_threads(),
             "parameters": sum(p.numel() for p in model.parameters())}
     for split, x in (("val", x_val), ("test", x_test)):
-        info[f"{split}_nll"], info[f"{split}_nll_se"] = _mean_se(nll(model, x))
+        info[f"{split}_nll"], info[f"{split}_nll_se"] = mean_se(nll(model, x))
     if isinstance(model, ScanMixture):
         info["scans"] = list(model.scans)
-        info["scan_test_nll"] = [_mean_se(nll(c, x_test))[0] for c in model.components]
+        info["scan_test_nll"] = [mean_se(nll(c, x_test))[0] for c in model.components]
     info.update(timings(model, x_test, device))
     return model, info
 

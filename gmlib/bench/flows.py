@@ -32,14 +32,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from functools import partial
-import math
 import sys
 import time
 
 import torch
 
-from ._common import add_device_arguments, print_header, run_on_device, sync, with_settings
-from ..data import digits, load_mnist, random_shift
+from ._common import (add_device_arguments, image_splits, mean_se, print_header, run_on_device, sync,
+                      with_settings)
+from ..data import random_shift
 from ..flows import Flow, UniformDequantizer
 from ..metrics import nats_to_bits_per_dim
 from ..pretrained import save_flow_digits
@@ -51,20 +51,8 @@ TARGET_NLL, TARGET_SECONDS = 85.0, 600.0
 
 
 def load_data(recipe: FlowDigitsRecipe, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Integer images as rows ``(N, side * side)``: the digits' train / val / test splits, or MNIST's
-    first 50 000 / last 10 000 training images and its test set."""
-    if recipe.side == 8 and recipe.levels == 17:
-        return tuple(digits(s, "int", device=device) for s in ("train", "val", "test"))
-    if recipe.side == 28 and recipe.levels == 256:
-        train_all = (load_mnist("train", download=False) * 255).round()  # (60000, 784)
-        test = (load_mnist("test", download=False) * 255).round()
-        return train_all[:50000].to(device), train_all[50000:].to(device), test.to(device)
-    raise ValueError(f"no data set with side {recipe.side} and {recipe.levels} levels (digits: 8, 17; MNIST: 28, 256)")
-
-
-def _mean_se(t: torch.Tensor) -> tuple[float, float]:
-    t = t.double()
-    return float(t.mean()), float(t.std() / math.sqrt(t.numel()))
+    """The recipe's images: :func:`._common.image_splits` of its side and levels."""
+    return image_splits(recipe.side, recipe.levels, device)
 
 
 @torch.no_grad()
@@ -80,7 +68,7 @@ def evaluate(model: Flow, x: torch.Tensor, *, bound_samples: int, k: int, seed: 
         parts["iw"].append(-model.discrete_log_prob_estimate(xb, k, generator=gen))
     out = {}
     for key, values in parts.items():
-        out[key], out[f"{key}_se"] = _mean_se(torch.cat(values))
+        out[key], out[f"{key}_se"] = mean_se(torch.cat(values))
     return out
 
 
