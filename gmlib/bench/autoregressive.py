@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from functools import partial
+import math
 import sys
 import time
 
@@ -35,7 +36,7 @@ import torch
 
 from ._common import (add_device_arguments, image_splits, mean_se, print_header, run_on_device, sync,
                       with_settings)
-from ..autoregressive import ScanMixture
+from ..autoregressive import OrderMixture, ScanMixture
 from ..data import random_shift
 from ..metrics import nats_to_bits_per_dim
 from ..pretrained import _as_float32, half_precision_state, save_ar_digits
@@ -63,6 +64,13 @@ def load_data(recipe: ARDigitsRecipe, device) -> tuple[torch.Tensor, torch.Tenso
 def nll(model, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """The exact negative log-likelihood of each image, nats, ``(N,)`` (float64 on the CPU)."""
     return torch.cat([-model.log_prob(xb).double().cpu() for xb in x.split(batch)])
+
+
+def mixture_nll(model: OrderMixture, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(the mixture's NLL (N,), each component's (K, N))``: one pass per component, the mixture by
+    :eq:`ch08:order-mixture` from the components' (what ``model.log_prob`` computes)."""
+    parts = torch.stack([nll(c, x) for c in model.components])  # (K, N)
+    return -(torch.logsumexp(-parts, 0) - math.log(len(parts))), parts
 
 
 @torch.no_grad()
@@ -105,10 +113,13 @@ def fit(recipe: ARDigitsRecipe, data, device, *, progress: bool, desc: str):
             "val_loss": list(history.val_loss), "threads": torch.get_num_threads(),
             "parameters": sum(p.numel() for p in model.parameters())}
     for split, x in (("val", x_val), ("test", x_test)):
-        info[f"{split}_nll"], info[f"{split}_nll_se"] = mean_se(nll(model, x))
-    if isinstance(model, ScanMixture):
-        info["scans"] = list(model.scans)
-        info["scan_test_nll"] = [mean_se(nll(c, x_test))[0] for c in model.components]
+        if isinstance(model, ScanMixture):
+            values, parts = mixture_nll(model, x)
+            info["scans"] = list(model.scans)
+            info[f"scan_{split}_nll"] = parts.mean(1).tolist()
+        else:
+            values = nll(model, x)
+        info[f"{split}_nll"], info[f"{split}_nll_se"] = mean_se(values)
     info.update(timings(model, x_test, device))
     return model, info
 
