@@ -359,3 +359,36 @@ REFERENCES["lab07"] = {
     "affine_coupling_forward": _lab07_affine_coupling_forward,  # Exercise 1
     "flow_log_prob": _lab07_flow_log_prob,  # Exercise 3
 }
+
+
+# -- Lab 8: autoregressive models -----------------------------------------------------------------
+# Plain torch: the setup cell's forbidden_calls() blocks gmlib.autoregressive's models and masked convolution,
+# gmlib.flows.MADE and torch.distributions' categoricals while the tests run. The same operations in the same order as
+# the solution cells, so that the values, the gradients and a seeded training run are the same; no random draws.
+
+
+def _lab08_masked_conv2d(h, weight, bias, mask_type):
+    """conv2d of h with weight * M (PixelCNN's mask: rows above the centre, left of it, type "B" the centre too),
+    padding k // 2: (B, C_out, H, W)."""
+    k = weight.shape[-1]
+    c = k // 2
+    mask = torch.zeros(k, k)
+    mask[:c] = 1
+    mask[c, :c] = 1
+    if mask_type == "B":
+        mask[c, c] = 1
+    return torch.nn.functional.conv2d(h, weight * mask.to(weight.dtype), bias, padding=c)
+
+
+def _lab08_ar_log_prob(logits, x, hidden=None):
+    """sum over the positions (those where hidden is True) of log softmax(logits)[x]: (B,)."""
+    per_position = torch.log_softmax(logits, dim=1).gather(1, x.long().unsqueeze(1)).squeeze(1)  # (B, D)
+    if hidden is not None:
+        per_position = per_position * hidden.to(per_position.dtype)
+    return per_position.sum(1)
+
+
+REFERENCES["lab08"] = {
+    "masked_conv2d": _lab08_masked_conv2d,  # Exercise 2
+    "ar_log_prob": _lab08_ar_log_prob,  # Exercise 3
+}

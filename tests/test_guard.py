@@ -689,6 +689,17 @@ def test_lab07_forbids_its_references():
     assert {"Normal", "MultivariateNormal"} <= set(forbidden["torch.distributions"])
 
 
+def test_lab08_forbids_its_references():
+    """Lab 8 forbids what its exercises write: gmlib.autoregressive's models and masked convolution, gmlib.flows' MADE
+    and torch.distributions' categoricals; the data, the pretrained models of the demonstrations and torch's own
+    sampling (torch.multinomial) stay allowed."""
+    forbidden = _lab_notebook("lab08").metadata["autograder"]["forbidden"]
+    assert {"MADEModel", "MaskedConv2d", "PixelCNN", "AutoregressiveModel"} <= set(forbidden["gmlib.autoregressive"])
+    assert forbidden["gmlib.flows"] == ["MADE"]
+    assert {"Categorical", "OneHotCategorical"} <= set(forbidden["torch.distributions"])
+    assert "torch" not in forbidden and "gmlib.pretrained" not in forbidden and "gmlib.data" not in forbidden
+
+
 # Exercise isolation (labrefs): the later exercise's tests bind the reference versions of
 # the earlier exercises' functions; a solution cell cannot borrow them to pass its own exercise.
 BORROWED_REPARAMETERIZE = {

@@ -244,16 +244,27 @@ def _kernel_halves(lab, seed):
 # lab's split costs a run of its solution's probes, and the graders draw a fresh seed per submission
 # anyway (tests/test_integrity.py autogrades every lab's solution under such a seed).
 _SPLIT_SEEDS = [1, 20261206, 2**31 - 1]
+_SEED_OF = {lab: _SPLIT_SEEDS[i % len(_SPLIT_SEEDS)] for i, lab in enumerate(_probe_labs())}
+_PROBED: dict = {}
 
 
-@pytest.mark.parametrize("lab, seed", [(lab, _SPLIT_SEEDS[i % len(_SPLIT_SEEDS)])
-                                       for i, lab in enumerate(_probe_labs())])
+def _probed(lab):
+    """The kernel halves of ``lab``'s probe cells under the lab's seed, run once for the tests of this module
+    that need them (a lab with a training exercise trains twice per run, about 12 s): ``[(grade_id, probe cell,
+    the cell's seed, {exported name: the kernel's value}, setup sources)]``."""
+    if lab not in _PROBED:
+        _PROBED[lab] = [(grade_id, probe_cell, cell_seed, {name: kernel[name] for name in probe_cell.exported}, setup)
+                        for grade_id, probe_cell, cell_seed, kernel, setup in _kernel_halves(lab, _SEED_OF[lab])]
+    return _PROBED[lab]
+
+
+@pytest.mark.parametrize("lab, seed", list(_SEED_OF.items()))
 def test_the_solution_passes_every_probe_cell_split_as_the_grader_splits_it(lab, seed):
     """The kernel half (the solution's namespace: INPUTS and PROBE with the cell's seed) and the
     checker half (its own namespace: the setup cell, INPUTS again, the decoded values, CHECK) of
     every probe cell agree for the solution, whatever the submission's seed."""
     checked = 0
-    for grade_id, probe_cell, cell_seed, kernel, setup in _kernel_halves(lab, seed):
+    for grade_id, probe_cell, cell_seed, kernel, setup in _probed(lab):
         payload = _payload(probe_cell.exported, kernel)
         verdict = run_check({"setup": setup, "inputs": probe_cell.inputs, "check": probe_cell.check,
                              "seed": cell_seed, "exported": probe_cell.exported, "payload": payload})
@@ -300,7 +311,7 @@ def test_no_check_passes_values_that_are_no_answer(lab):
     +inf, all -inf, all NaN or all zeros (a check made only of inequalities, `est <= bound + 4 * se`, passes
     +inf: Lab 1's Exercise 5 visible test did, found by the hostile case inf-outputs on 2026-12-07)."""
     passed = []
-    for grade_id, probe_cell, cell_seed, kernel, setup in _kernel_halves(lab, 7):
+    for grade_id, probe_cell, cell_seed, kernel, setup in _probed(lab):  # the split test's run, shared
         for kind in ("inf", "-inf", "nan", "zeros"):
             forged = {name: _garbage(kernel[name], kind) for name in probe_cell.exported}
             payload = _payload(probe_cell.exported, forged)
@@ -319,7 +330,8 @@ def _cell_and_setup(lab, grade_id):
 
 @pytest.mark.parametrize("lab,grade_id", [("lab05", "ex5_visible"), ("lab05", "ex5_hidden_reference"),
                                           ("lab06", "ex5_visible"), ("lab06", "ex5_hidden_seed"),
-                                          ("lab07", "ex5_visible"), ("lab07", "ex5_hidden_seed")])
+                                          ("lab07", "ex5_visible"), ("lab07", "ex5_hidden_seed"),
+                                          ("lab08", "ex5_visible"), ("lab08", "ex5_hidden_seed")])
 def test_a_trained_model_crosses_as_weights_and_the_checker_measures_its_own_copy(lab, grade_id):
     """A training exercise's probe sends the trained weights of the lab's own model class; the checker
     loads them into its own copy and measures that copy. Weights of another architecture are refused
@@ -355,6 +367,24 @@ def test_a_trained_model_crosses_as_weights_and_the_checker_measures_its_own_cop
         for m, (a, b) in zip(copy.masks, zip(copy.conditioners, flow.conditioners)):
             torch.testing.assert_close(a(m * x), b(m * x), rtol=0, atol=0)
         assert "make_flow(3, [8, 5])" in _verdict(cell, setup, 1.0, dict(untrained, **{"conditioners.0.net.4.bias": torch.zeros(3)}))
+    elif lab == "lab08":
+        from gmlib.autoregressive import PixelCNN
+        from labrefs import REFERENCES
+
+        lab_ns["masked_conv2d"] = REFERENCES["lab08"]["masked_conv2d"]  # what the network's forward pass calls
+        net = lab_ns["make_pixelcnn"](2, 8, 3)
+        untrained = lab_ns["net_weights"](net)
+        other = lab_ns["net_weights"](torch.nn.Sequential(net, torch.nn.Linear(2, 2)))
+        refusal = "must be make_pixelcnn(...)'s PixelCNN"
+        poor = "held-out conditional negative log-likelihood"
+        # the checker's copy computes what the kernel's network computes, and so does the reference PixelCNN
+        copy = lab_ns["load_pixelcnn"](probes.decode(_payload(["w"], {"w": untrained})["values"]["w"]))
+        x = torch.randint(0, 17, (5, 64)).float()
+        torch.testing.assert_close(copy(x), net(x), rtol=0, atol=0)
+        reference = PixelCNN(8, 17, channels=8, n_layers=2, first_kernel=3)
+        reference.load_state_dict(untrained, strict=False)
+        torch.testing.assert_close(reference.logits(x), net(x), rtol=1e-5, atol=1e-5)
+        assert "make_pixelcnn(2, 8, 3)" in _verdict(cell, setup, 1.0, dict(untrained, **{"head.3.bias": torch.zeros(3)}))
     else:
         generator = lab_ns["make_generator"](3, (8, 5))
         untrained = lab_ns["generator_weights"]((generator, 3))
@@ -366,7 +396,8 @@ def test_a_trained_model_crosses_as_weights_and_the_checker_measures_its_own_cop
         torch.testing.assert_close(copy(z), generator(z), rtol=0, atol=0)
         wrong_latent = dict(untrained, latent_dim=2)
         assert "but its generator takes 3 inputs" in _verdict(cell, setup, 1.0, wrong_latent)
-    assert lab_ns[{"lab05": "vae_weights", "lab06": "generator_weights", "lab07": "flow_weights"}[lab]]("not a model") is None
+    assert lab_ns[{"lab05": "vae_weights", "lab06": "generator_weights", "lab07": "flow_weights",
+                   "lab08": "net_weights"}[lab]]("not a model") is None
     assert refusal in _verdict(cell, setup, 1.0, other)
     assert "train_" in _verdict(cell, setup, 1.0, None)  # "train_vae must return ..." / "train_gan must return ..."
     assert poor in _verdict(cell, setup, 1.0, untrained)
