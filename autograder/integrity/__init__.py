@@ -1419,15 +1419,8 @@ def figures(per_exercise: int | None = None, labs: Sequence[str] | None = None, 
     root = Path(root) if root is not None else default_root(repo)
     hostile_labs = labs[:1] if hostile_labs is None else list(hostile_labs)
     start = time.perf_counter()
-    # The hostile batches spend most of their time waiting on the limits they test (a cell that sleeps or loops
-    # until its timeout, a kernel that dies and is restarted): they run beside the mutation testing, in a thread of
-    # their own, and the cores they leave idle grade the mutants (on 2 cores: 470 s one after the other, about
-    # 300 s side by side, 2026-12-07). Each has its own scratch course; neither writes the other's files.
-    with ThreadPoolExecutor(max_workers=1) as side:
-        hostile_future = side.submit(lambda: [run_hostile(lab, Path(root) / "hostile" / lab, repo, out=out)
-                                              for lab in hostile_labs])
-        mutation = mutation_testing(labs, per_exercise, Path(root) / "mutants", jobs, repo, out=out, per_lab=per_lab)
-        hostile = hostile_future.result()
+    mutation = mutation_testing(labs, per_exercise, Path(root) / "mutants", jobs, repo, out=out, per_lab=per_lab)
+    hostile = [run_hostile(lab, Path(root) / "hostile" / lab, repo, out=out) for lab in hostile_labs]
     elapsed = time.perf_counter() - start
     out("")
     which = (f"a sample of {per_lab} per lab" if per_lab is not None
