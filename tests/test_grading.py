@@ -517,9 +517,31 @@ def test_every_exercise_has_plausible_mistakes(lab):
     assert exercises <= covered, f"{lab}: no plausible mistakes listed for {sorted(exercises - covered)}"
 
 
-# That each lab's solution passes every test cell is checked three times elsewhere, so not again here:
-# nbval runs the solution notebooks, hidden tests included, cell by cell (make test-labs); each
-# exercise passes with every other exercise blank (below); and tests/test_integrity.py autogrades every solution with nbgrader (full marks).
+# That each lab's solution passes every test cell is checked elsewhere, so not again here: each
+# exercise passes with every other exercise blank (below); tests/test_integrity.py autogrades every
+# solution with nbgrader (full marks, and no cell raised: integrity.cells_that_raised); and nbval runs
+# the solution notebooks cell by cell in a plain kernel (make test-labs, not part of make test).
+
+
+def test_cells_that_raised_names_each_cell_with_an_error_output(tmp_path):
+    """What the integrity run refuses in an autograded solution: any error output, in any code cell."""
+    from autograder import integrity
+
+    nb = new_notebook(cells=[new_code_cell("1"), new_code_cell("x"), new_markdown_cell("text"), new_code_cell("y")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stderr", text="a warning\n")]
+    nb.cells[1].id, nb.cells[3].id = "demo", "plot"
+    nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ImportError", evalue="cannot import name 'PixelCNN'",
+                                                  traceback=[])]
+    path = tmp_path / "graded.ipynb"
+    nbformat.write(nb, str(path))
+    assert integrity.cells_that_raised(path) == ["demo: ImportError: cannot import name 'PixelCNN'"]
+    nb.cells[3].outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'y' is not defined",
+                                                  traceback=[])]
+    nbformat.write(nb, str(path))
+    assert integrity.cells_that_raised(path)[1] == "plot: NameError: name 'y' is not defined"
+    nb.cells[1].outputs = nb.cells[3].outputs = []
+    nbformat.write(nb, str(path))
+    assert integrity.cells_that_raised(path) == []
 
 
 ALONE_CASES = [(lab, ex) for lab in LABS for ex in _exercises(_read(grading.source_path(lab)))]

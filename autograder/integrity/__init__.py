@@ -341,9 +341,20 @@ class LabMutationReport:
         return out
 
 
+def cells_that_raised(path: Path) -> list[str]:
+    """``"cell id: ExceptionName: message"`` for every code cell of the notebook at ``path`` with an error output."""
+    found = []
+    for index, cell in enumerate(_read(path).cells):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") == "error":
+                found.append(f"{cell.get('id') or index}: {output.get('ename')}: {str(output.get('evalue'))[:120]}")
+    return found
+
+
 def run_mutants(lab: str, root: Path, mutants: Sequence[Mutant], repo: Path | None = None, out=print) -> LabMutationReport:
     """Autograde the solution, the blank release and one submission per mutant of ``lab`` in one
-    nbgrader batch. The solution must score full marks and the blank release 0."""
+    nbgrader batch. The solution must score full marks, raise in no cell (a demonstration cell too: the
+    graded kernel runs the student edition of the library), and the blank release score 0."""
     root = grading._fresh_root(Path(root), repo)
     course = Course.create(root, [lab], repo)
     course.generate(lab)
@@ -362,6 +373,11 @@ def run_mutants(lab: str, root: Path, mutants: Sequence[Mutant], repo: Path | No
     reference = scores[(lab, "reference")]
     if reference.score != reference.max_score:
         raise GradingError(f"{lab}: the solution scores {reference.score}/{reference.max_score}: {reference.cells}")
+    raised = cells_that_raised(course.path("autograded", "reference", lab))
+    if raised:
+        raise GradingError(f"{lab}: the solution, autograded, raised in {len(raised)} cell(s), which every student's "
+                           f"feedback would show: {'; '.join(raised[:3])} (a demonstration that calls what the "
+                           "graded kernel's library leaves out?)")
     blank = scores.get((lab, "blank"))
     if "blank" in errors or blank is None or blank.score != 0:
         raise GradingError(f"{lab}: the blank release was not graded 0: "

@@ -83,8 +83,8 @@ MUTANTS = [
     ("positions drawn in reverse order", "ex4_solution", [
         ("for d in range(x.shape[1]):", "for d in reversed(range(x.shape[1])):")]),
     # Exercise 5: training the completer
-    ("network trained for 20 steps", "ex5_solution", [("for step in range(500):", "for step in range(20):")]),
-    ("network trained with a learning rate of 0", "ex5_solution", [("lr=3e-3", "lr=0.0")]),
+    ("network trained for 20 steps", "ex5_solution", [("for step in range(350):", "for step in range(20):")]),
+    ("network trained with a learning rate of 0", "ex5_solution", [("lr=4e-3", "lr=0.0")]),
     ("network trained to minimise the likelihood (the loss's sign)", "ex5_solution", [
         (_EX5_LOSS, "loss = ar_log_prob(net(x), x).mean()")]),
     ("network trained on the top half only (the hidden mask the wrong way round)", "ex5_solution", [
