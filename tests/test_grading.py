@@ -64,15 +64,26 @@ EXPECTED_CELLS = {
 
 # Plausible mistakes, one file per lab: tests/mutants/<lab>.py defines
 # MUTANTS = [(name, solution cell grade_id, [(text in the solution, replacement), ...]), ...].
-# Each must lose points in its exercise's test cells (visible or hidden).
+# Each must lose points in its exercise's test cells (visible or hidden). A file may also define
+# IN_PROCESS = {solution grade_id: n}: only the first n mistakes of that cell run here, on every test run
+# (a training exercise's mistake trains a model, 4 to 5 s each); the others are autograded by nbgrader
+# with every listed mistake by `python -m autograder.integrity mutants` (its figures are in the README).
 MUTANTS_DIR = Path(__file__).resolve().parent / "mutants"
 
 
-def _load_mutants() -> dict:
+def _load_mutants(in_process: bool = False) -> dict:
     found = {}
     for path in sorted(MUTANTS_DIR.glob("lab*.py")):
         namespace = runpy.run_path(str(path))
-        found[path.stem] = namespace["MUTANTS"]
+        mutants = namespace["MUTANTS"]
+        if in_process:
+            limits, seen, kept = namespace.get("IN_PROCESS", {}), {}, []
+            for m in mutants:
+                seen[m[1]] = seen.get(m[1], 0) + 1
+                if seen[m[1]] <= limits.get(m[1], len(mutants)):
+                    kept.append(m)
+            mutants = kept
+        found[path.stem] = mutants
     return found
 
 
@@ -501,7 +512,7 @@ def _points_lost(source_nb, results) -> float:
     return sum(_nbgrader_meta(cells[g])["points"] for g, err in results.items() if err)
 
 
-MUTANT_CASES = [(lab, *m) for lab, ms in MUTANTS.items() for m in ms]
+MUTANT_CASES = [(lab, *m) for lab, ms in _load_mutants(in_process=True).items() for m in ms]
 
 
 def _exercises(nb) -> list[str]:

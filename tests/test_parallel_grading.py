@@ -2,7 +2,8 @@
 
 - A real ``dask scheduler`` and two ``dask worker`` processes (one thread each, 127.0.0.1 only)
   grade 6 submissions of the first two labs (per lab: the example solution of ``tests/submissions``,
-  the blank release, the solution with one plausible mistake) into a throwaway PostgreSQL
+  the blank release; the first lab's solution with one plausible mistake, the second's release with
+  only exercise 1 solved) into a throwaway PostgreSQL
   gradebook, both labs at once. Once a submission is finished and another is being graded, the
   worker grading it is killed with SIGKILL. Every submission must end graded, once, with
   exactly the per-cell scores it gets when graded alone, no grade left without a score, the
@@ -13,13 +14,15 @@
   lab's notebook, SQLite with several workers, an unreachable scheduler or database) gives one
   line saying what, exit status 1, and changes no grade.
 
-Expected scores: the solution's full marks and the blank release's zeros come from the lab's
-points; each mistake's scores from grading it alone, once, sequentially, in a SQLite scratch
-course (the ``alone`` fixture, which the bad-input tests reuse).
+Expected scores: the solution's full marks, the blank release's zeros and the one-exercise
+submission's (exercise 1's points, zero elsewhere: the exercises are isolated, as
+tests/test_grading.py checks for every exercise) come from the lab's points; the mistake's scores
+from grading it alone, once, in a SQLite scratch course (the ``alone`` fixture, which the
+bad-input tests reuse).
 
 The PostgreSQL server binaries (Debian's ``postgresql``) and the ``dask`` executable are
 needed: without them the tests that use them are skipped, saying so, or fail when ``CI`` is
-set. About 6 autogrades of 5-15 s of CPU each, plus 2 alone: two minutes on two cores.
+set. About 6 autogrades of 5-15 s of CPU each, plus 1 alone: two minutes on two cores.
 """
 from __future__ import annotations
 
@@ -71,9 +74,16 @@ def _batch(lab: str) -> dict[str, tuple[nbformat.NotebookNode, dict | None]]:
     full = {g: (p, p) for g, p in _points(lab).items()}
     zero = {g: (0.0, p) for g, p in _points(lab).items()}
     batch = {"sol": (example("perfect", solution), full), "blank": (blank, zero)}
-    mutants = integrity.load_mutants(lab, integrity.mutants_dir_of(REPO))
-    for i, mutant in enumerate(integrity.select_mutants(mutants, per_exercise=1)[:1], 1):
-        batch[f"mut-{i}"] = (integrity.mutant_notebook(mutant, REPO), None)
+    if lab == LABS[0]:
+        mutants = integrity.load_mutants(lab, integrity.mutants_dir_of(REPO))
+        for i, mutant in enumerate(integrity.select_mutants(mutants, per_exercise=1)[:1], 1):
+            batch[f"mut-{i}"] = (integrity.mutant_notebook(mutant, REPO), None)
+    else:  # scores known without grading it alone: exercise 1 as solved, the others as released (exercise isolation)
+        source = nbformat.read(str(grading.source_path(lab, REPO)), as_version=4)
+        source.cells = [c for c in source.cells if not c.metadata.get("nbgrader", {}).get("solution")
+                        or grading.exercise_of(c.metadata["nbgrader"]["grade_id"]) == "ex1"]
+        first = {g: (p if grading.exercise_of(g) == "ex1" else 0.0, p) for g, p in _points(lab).items()}
+        batch["part-1"] = (grading.fill_solutions(blank, source), first)
     return batch
 
 
@@ -102,6 +112,8 @@ def alone(tmp_path_factory):
         notebooks[lab] = {s: nb for s, (nb, _) in batch.items()}
         expected[lab] = {s: cells for s, (_, cells) in batch.items()}
         mistakes = [s for s, cells in expected[lab].items() if cells is None]
+        if not mistakes:
+            continue
         for s in mistakes:
             course.submit_notebook(lab, s, notebooks[lab][s])
         assert course.autograde_batch(lab, mistakes) == {}

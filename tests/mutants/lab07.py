@@ -135,3 +135,7 @@ MUTANTS = [
     ("flow trained through its inverse layers (the noise-to-data direction)", "ex5_solution", [
         ("flow.layers(affine_coupling_forward)", "flow.inverse_layers(affine_coupling_inverse)")]),
 ]
+
+# The first three mistakes of the training exercise run in process on every test run (tests/test_grading.py); all
+# of them are autograded by `python -m autograder.integrity mutants --labs lab07`.
+IN_PROCESS = {"ex5_solution": 3}

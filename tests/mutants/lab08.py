@@ -95,3 +95,7 @@ MUTANTS = [
         ("torch.optim.Adam(net.parameters()", "torch.optim.Adam(net.input.parameters()")]),
     ("network trained on the first 64 digits at every step (no sampling)", "ex5_solution", [(_EX5_BATCH, "x = x_train[:64]")]),
 ]
+
+# The first three mistakes of the training exercise run in process on every test run (tests/test_grading.py); all
+# of them are autograded by `python -m autograder.integrity mutants --labs lab08`.
+IN_PROCESS = {"ex5_solution": 3}
