@@ -84,10 +84,10 @@ book-check:
 
 # Four streams, two at a time (one per core): the grading pipeline (its parallel and PostgreSQL
 # runs included) beside the autograder's integrity; then the book and the fast tests, each on the
-# first core free. The grading ends first (about 420 against 480 s on 2 cores, 2026-12-07), so the
-# book (about 390 s) follows it and the fast tests (about 330 s) the integrity: the pairs are within
-# about 30 s of each other (with the fast tests after the grading and the book after the
-# integrity, they ended about 90 s apart). The solutions' nbval run (`make test-labs`) is not among
+# first core free. The grading ends first (about 415 against 455 s on 2 cores, 2026-12-07), so the
+# book (about 330 s) follows it and the fast tests (about 295 s) the integrity: the two pairs end
+# close together (about 745 and 750 s), where the fast tests after the grading and the book after the
+# integrity would end about 80 s apart. The solutions' nbval run (`make test-labs`) is not among
 # them: the integrity run autogrades every lab's solution under nbgrader, requires full marks and no
 # cell that raised (demonstrations included, in the graded kernel's edition of the library), and so
 # checks more than nbval did, about 95 stream-seconds sooner.

@@ -1,10 +1,13 @@
 """The autograder's integrity, measured with real nbgrader runs (autograder.integrity).
 
-- every lab: a sample of its plausible mistakes (tests/mutants/<lab>.py: the first mistake of the
+- every lab: its solution (full marks, and no cell that raised, demonstrations included: the graded
+  kernel's library is the student edition), its blank release (0), and a sample of its plausible
+  mistakes (tests/mutants/<lab>.py: the first mistake of the
   last exercise, which builds on the earlier ones; the hostile batch below adds the first mistake
   of Lab 1's first exercise) is autograded, each in a submission that is otherwise the solution:
   it must lose points in its exercise and leave every other exercise's score as the solution's (``python -m autograder.integrity mutants`` autogrades
-  all of them; the in-process test of tests/test_grading.py runs all of them on every test run,
+  all of them; the in-process test of tests/test_grading.py runs all of them on every test run but
+  the later training mistakes of Labs 7 and 8 (IN_PROCESS in their files),
   and its blank-exercise test proves isolation for every exercise);
 - the first lab: hostile submissions are autograded in one batch with honest ones: the honest
   scores are exactly those of a batch without them, no hostile one scores more than the honest

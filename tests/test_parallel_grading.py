@@ -6,7 +6,7 @@
   only exercise 1 solved) into a throwaway PostgreSQL
   gradebook, both labs at once. Once a submission is finished and another is being graded, the
   worker grading it is killed with SIGKILL. Every submission must end graded, once, with
-  exactly the per-cell scores it gets when graded alone, no grade left without a score, the
+  exactly its expected per-cell scores (below), no grade left without a score, the
   killed worker's nbgrader process (and its kernel) gone with it, and the grades recorded
   before the kill unchanged; running the command again grades nothing and touches no file, and
   the single-process ``autograde`` finds nothing left to grade.
