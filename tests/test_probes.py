@@ -7,6 +7,7 @@ kernel that changed its copy of the inputs, gains nothing.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 
@@ -244,18 +245,17 @@ def _kernel_halves(lab, seed):
 # lab's split costs a run of its solution's probes, and the graders draw a fresh seed per submission
 # anyway (tests/test_integrity.py autogrades every lab's solution under such a seed).
 _SPLIT_SEEDS = [1, 20261206, 2**31 - 1]
-_SEED_OF = {lab: _SPLIT_SEEDS[i % len(_SPLIT_SEEDS)] for i, lab in enumerate(_probe_labs())}
-_PROBED: dict = {}
+PROBE_LABS = _probe_labs()  # read once: each call reads every lab's source notebook
+_SEED_OF = {lab: _SPLIT_SEEDS[i % len(_SPLIT_SEEDS)] for i, lab in enumerate(PROBE_LABS)}
 
 
+@functools.cache
 def _probed(lab):
     """The kernel halves of ``lab``'s probe cells under the lab's seed, run once for the tests of this module
     that need them (a lab with a training exercise trains twice per run, about 12 s): ``[(grade_id, probe cell,
     the cell's seed, {exported name: the kernel's value}, setup sources)]``."""
-    if lab not in _PROBED:
-        _PROBED[lab] = [(grade_id, probe_cell, cell_seed, {name: kernel[name] for name in probe_cell.exported}, setup)
-                        for grade_id, probe_cell, cell_seed, kernel, setup in _kernel_halves(lab, _SEED_OF[lab])]
-    return _PROBED[lab]
+    return [(grade_id, probe_cell, cell_seed, {name: kernel[name] for name in probe_cell.exported}, setup)
+            for grade_id, probe_cell, cell_seed, kernel, setup in _kernel_halves(lab, _SEED_OF[lab])]
 
 
 @pytest.mark.parametrize("lab, seed", list(_SEED_OF.items()))
@@ -273,7 +273,7 @@ def test_the_solution_passes_every_probe_cell_split_as_the_grader_splits_it(lab,
     assert checked > 0
 
 
-@pytest.mark.parametrize("lab", _probe_labs())
+@pytest.mark.parametrize("lab", PROBE_LABS)
 def test_every_check_says_what_failed(lab):
     """STYLE: every assert of a test has a message a student can act on; in a probe cell it is all the
     feedback says (with the line of CHECK), so an assert without one is refused here."""
@@ -305,7 +305,7 @@ def _garbage(value, kind):
     return value
 
 
-@pytest.mark.parametrize("lab", _probe_labs())
+@pytest.mark.parametrize("lab", PROBE_LABS)
 def test_no_check_passes_values_that_are_no_answer(lab):
     """Every probe cell fails when the values its PROBE sends have the right shapes and dtypes but are all
     +inf, all -inf, all NaN or all zeros (a check made only of inequalities, `est <= bound + 4 * se`, passes
