@@ -100,8 +100,8 @@ from torch.nn import functional as nnf
 
 from ._checks import check_int
 
-__all__ = ["SCHEDULES", "log_snr", "tau_from_log_snr", "GaussianDiffusion", "FlowMatching", "normal_kl", "discretized_gaussian_log_likelihood",
-           "ode_log_prob", "preferred_input"]
+__all__ = ["SCHEDULES", "log_snr", "tau_from_log_snr", "GaussianDiffusion", "FlowMatching", "normal_kl",
+           "discretized_gaussian_log_likelihood", "ode_log_prob", "preferred_input"]
 
 SCHEDULES = ("linear", "cosine", "loglinear")
 LOG_SNR_LIMITS = (-20.0, 20.0)  # lambda is clamped here: the cosine schedule reaches -inf at tau = 1
@@ -112,7 +112,8 @@ def log_snr(tau: torch.Tensor, schedule: str = "cosine") -> torch.Tensor:
 
     - ``"linear"``: Ho et al.'s betas rising linearly from 1e-4 to 0.02 over 1000 steps, in continuous
       time (Song et al. 2021): :math:`\bar\alpha(\tau) = \exp(-0.1\tau - 9.95\tau^2)`.
-    - ``"cosine"``: Nichol & Dhariwal (2021), :math:`\bar\alpha(\tau) = \cos^2\!\big(\frac{\pi}{2}\frac{\tau+s}{1+s}\big)
+    - ``"cosine"``: Nichol & Dhariwal (2021),
+      :math:`\bar\alpha(\tau) = \cos^2\!\big(\frac{\pi}{2}\frac{\tau+s}{1+s}\big)
       / \cos^2\!\big(\frac{\pi}{2}\frac{s}{1+s}\big)`, :math:`s = 0.008`.
     - ``"loglinear"``: Kingma et al. (2021)'s fixed schedule, :math:`\lambda` falling linearly from 13.3 to -5.
 
@@ -180,6 +181,13 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return _log_ndtr_diff(lo, hi)
 
 
+def _stratified(n: int, device) -> torch.Tensor:
+    """``n`` times in [0, 1), each uniform, spread evenly over the interval: :math:`(u + i/n) \bmod 1` with one
+    uniform :math:`u` (Kingma et al. 2021's low-discrepancy sampler). Each example's loss is unbiased as with
+    independent draws; the batch's mean varies less."""
+    return (torch.rand((), device=device) + torch.arange(n, device=device) / n) % 1.0
+
+
 def _gather(buffer: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``buffer[t]`` shaped to broadcast against ``like`` ``(B, ...)``, in ``like``'s dtype."""
     return buffer[t].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
@@ -197,9 +205,15 @@ def _check_data(x: torch.Tensor, levels: int | None, dim: int | None, name: str 
             raise ValueError(f"{name} has NaN or infinite values")
         return
     xf = x.double()
-    if not bool(torch.isfinite(xf).all()) or bool((xf != xf.round()).any()) or bool(((xf < 0) | (xf > levels - 1)).any()):
+    bad = ~torch.isfinite(xf) | (xf != xf.round()) | (xf < 0) | (xf > levels - 1)
+    if bool(bad.any()):
         raise ValueError(f"{name} must hold integers 0..{levels - 1} (the 'int' view of the digits), got values in "
                          f"[{float(xf.min()):.4g}, {float(xf.max()):.4g}]")
+
+
+def _standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """The log-density of the standard normal per row ``(B,)``, float64."""
+    return -0.5 * (z.double() ** 2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
 
 
 def _trace_jacobian(velocity: torch.Tensor, x: torch.Tensor, probes: torch.Tensor | None) -> torch.Tensor:
@@ -305,6 +319,15 @@ class _Denoising(nn.Module):
             raise ValueError(f"labels must lie in 0..{self.n_classes - 1}")
         return y.long()
 
+    @staticmethod
+    def _split_batch(x, y):
+        """``loss((x, y))``, as :func:`gmlib.train.train` passes a batch of two tensors, is ``loss(x, y)``."""
+        if isinstance(x, (tuple, list)):
+            if len(x) != 2 or y is not None:
+                raise ValueError("pass a batch as x, as (x, y), or as x and y")
+            return x[0], x[1]
+        return x, y
+
     def _drop_labels(self, y: torch.Tensor | None) -> torch.Tensor | None:
         """Training labels with a fraction ``p_uncond`` replaced by "no label" (index ``n_classes``)."""
         if y is None or self.p_uncond == 0.0:
@@ -339,14 +362,28 @@ class GaussianDiffusion(_Denoising):
         "no label", so that one network also makes the unconditional prediction (Ho & Salimans 2022).
     weighting: the default of :meth:`loss`: ``"simple"`` (Ho et al.'s unweighted noise regression) or
         ``"vlb"`` (an unbiased estimate of the bound itself, in nats per example).
+    importance_bins: when set, training draws its steps from a proposal instead of uniformly and weights
+        each example by the ratio of the two, so that the loss keeps its expectation (Nichol & Dhariwal
+        2021's importance sampling): the steps are cut into this many bins, each bin drawn with
+        probability proportional to the root mean square of its recent losses (a tenth of the mass kept
+        uniform, and uniform until every bin was seen ten times). Steps where the network is already
+        right (nearly clean images, once it snaps pixels to their level) are then drawn less often.
     clip_denoised: clip :math:`\hat x_0` to [-1, 1] when sampling images (never in the bound).
     """
 
     def __init__(self, model: nn.Module, dim: int, *, timesteps: int = 1000, schedule: str = "cosine",
                  levels: int | None = None, n_classes: int | None = None, p_uncond: float = 0.0,
-                 weighting: str = "simple", clip_denoised: bool = True):
+                 weighting: str = "simple", clip_denoised: bool = True, importance_bins: int | None = None):
         super().__init__(model, dim, levels=levels, n_classes=n_classes, p_uncond=p_uncond)
         self.num_timesteps = check_int(timesteps, "timesteps", minimum=2)
+        if importance_bins is not None:
+            check_int(importance_bins, "importance_bins")
+            if timesteps % importance_bins:
+                raise ValueError(f"importance_bins must divide timesteps = {timesteps}, got {importance_bins}")
+            # the running mean square of each bin's loss, and how often it was seen (training state only)
+            self.register_buffer("_loss_sq", torch.zeros(importance_bins, dtype=torch.float64), persistent=False)
+            self.register_buffer("_loss_seen", torch.zeros(importance_bins, dtype=torch.long), persistent=False)
+        self.importance_bins = importance_bins
         if weighting not in ("simple", "vlb"):
             raise ValueError(f"weighting must be 'simple' or 'vlb', got {weighting!r}")
         self.schedule, self.weighting, self.clip_denoised = schedule, weighting, bool(clip_denoised)
@@ -392,7 +429,8 @@ class GaussianDiffusion(_Denoising):
         return _gather(self.sqrt_alphas_cumprod, t, x_start) * x_start, var, torch.log(var)
 
     def q_sample(self, x_start: torch.Tensor, t, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """A draw of :math:`x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon` (ch09:forward)."""
+        """A draw of :math:`x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon`
+        (ch09:forward)."""
         t = self._check_t(t, x_start.shape[0])
         if noise is None:
             noise = torch.randn_like(x_start)
@@ -470,7 +508,8 @@ class GaussianDiffusion(_Denoising):
         clip = self.clip_denoised if clip_denoised is None else clip_denoised
         if clip and self.levels is not None:
             x0 = x0.clamp(-1, 1)
-            eps = (x_t - _gather(self.sqrt_alphas_cumprod, t, x_t) * x0) / _gather(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+            eps = (x_t - _gather(self.sqrt_alphas_cumprod, t, x_t) * x0) / _gather(
+                self.sqrt_one_minus_alphas_cumprod, t, x_t)
         abar_t, abar_s = self._abar(t), self._abar(s)
         c2 = (1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)
         shape = (-1, *([1] * (x_t.dim() - 1)))
@@ -508,7 +547,10 @@ class GaussianDiffusion(_Denoising):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
         eta = (1.0 if sampler == "ddpm" else 0.0) if eta is None else float(eta)
         device, dtype = self._device, self._dtype()
-        y = self._labels(y, n)
+        if self.n_classes is not None or guide.get("classifier") is None:
+            y = self._labels(y, n)
+        elif y is not None:  # an unconditional model steered by a classifier: the labels are the classifier's
+            y = torch.as_tensor(y, device=device).long().expand(n)
         if x_T is None:
             x = torch.randn((n, self.dim), generator=generator, device=device, dtype=dtype)
         else:
@@ -554,17 +596,22 @@ class GaussianDiffusion(_Denoising):
     def loss(self, x: torch.Tensor, y=None, *, weighting: str | None = None) -> torch.Tensor:
         """The training loss of a batch ``x`` (and labels ``y``): ``"simple"``, the mean over examples of
         :math:`\\lVert\\epsilon-\\hat\\epsilon\\rVert^2/D` at a uniform step; ``"vlb"``, an unbiased estimate of the
-        mean bound (nats per example) from one uniform step per example."""
+        mean bound (nats per example) from one uniform step per example. The batch's steps are stratified
+        (:func:`_stratified`)."""
         weighting = weighting or self.weighting
+        x, y = self._split_batch(x, y)
         _check_data(x, self.levels, self.dim)
         x0 = self.to_model_space(x)
         n = x0.shape[0]
         y = self._drop_labels(self._labels(y, n))
-        t = torch.randint(0, self.num_timesteps, (n,), device=x0.device)
+        t, weight = self._draw_steps(n, x0.device)
         noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
         eps = self.model(x_t, self.tau(t), y)
         sq = (noise - eps).pow(2).sum(1)  # (B,)
+        self._record(t, sq.detach())
+        if weight is not None:
+            sq = sq * weight.to(sq.dtype)
         if weighting == "simple":
             return sq.mean() / self.dim
         # the bound: T times the term of a uniform step; step 0 is L_0, the others (ch09:kl-snr); plus L_T
@@ -575,6 +622,43 @@ class GaussianDiffusion(_Denoising):
             l0 = self._decoder_nll(x, x0, x_t, eps, t).to(sq.dtype)
             terms = torch.where(is_first, l0, terms)
         return (self.num_timesteps * terms + self.prior_kl(x0).to(sq.dtype)).mean()
+
+    def step_proposal(self) -> torch.Tensor | None:
+        """The probability of each importance bin ``(bins,)`` (float64), or None when steps are drawn
+        uniformly (no bins, or a bin seen fewer than ten times)."""
+        if self.importance_bins is None or bool((self._loss_seen < 10).any()):
+            return None
+        p = self._loss_sq.sqrt()
+        p = p / p.sum()
+        return 0.9 * p + 0.1 / self.importance_bins
+
+    def _draw_steps(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Step indices ``(n,)`` for a training batch, stratified (:func:`_stratified`), and each example's
+        weight (uniform probability over proposal probability; None when uniform)."""
+        u = _stratified(n, device)
+        T = self.num_timesteps
+        proposal = self.step_proposal() if self.training else None
+        if proposal is None:
+            return (u * T).long().clamp(max=T - 1), None
+        bins = self.importance_bins
+        cdf = torch.cumsum(proposal, 0)
+        b = torch.searchsorted(cdf, u.double() * float(cdf[-1])).clamp(max=bins - 1)  # (n,) bins
+        width = T // bins
+        t = b * width + torch.randint(0, width, (n,), device=device)
+        return t, (1.0 / bins) / proposal[b]
+
+    @torch.no_grad()
+    def _record(self, t: torch.Tensor, sq: torch.Tensor) -> None:
+        """Fold a batch's unweighted losses into the running mean squares of their bins."""
+        if self.importance_bins is None or not self.training:
+            return
+        b = t // (self.num_timesteps // self.importance_bins)
+        for k in torch.unique(b).tolist():
+            mean_sq = float((sq[b == k].double() ** 2).mean())
+            seen = int(self._loss_seen[k])
+            decay = min(0.9, seen / (seen + 1))  # a plain mean at first, then a moving average
+            self._loss_sq[k] = decay * self._loss_sq[k] + (1 - decay) * mean_sq
+            self._loss_seen[k] += int((b == k).sum())
 
     def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
         r""":math:`L_T = \mathrm{KL}(q(x_T\mid x_0)\,\|\,\mathcal N(0, I))` per example, nats, float64."""
@@ -659,11 +743,12 @@ class GaussianDiffusion(_Denoising):
         r"""The log-density ``(B,)`` at time ``tau0`` (default the first step, ``1/T``) of continuous data ``x``
         (model space) under the probability-flow ODE (ch09:pf-ode), integrated in log-SNR from
         :math:`\lambda(\tau_0)` to :math:`\lambda(1)` in ``steps`` equal steps, with ``prior_log_prob`` at
-        :math:`\tau = 1` (default :math:`\mathcal N(0, I)`, exact up to :math:`\alpha_1^2`); see :func:`ode_log_prob`."""
+        :math:`\tau = 1` (default :math:`\mathcal N(0, I)`, exact up to :math:`\alpha_1^2`); see
+        :func:`ode_log_prob`."""
         tau0 = 1.0 / self.num_timesteps if tau0 is None else float(tau0)
         lam0, lam1 = (float(log_snr(torch.tensor(v), self.schedule)) for v in (tau0, 1.0))
         if prior_log_prob is None:
-            prior_log_prob = lambda z: -0.5 * (z.double() ** 2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)  # noqa: E731
+            prior_log_prob = _standard_normal_log_prob
         return ode_log_prob(lambda z, lam: self.ode_velocity(z, lam, y), x.to(self._dtype()), tau0=lam0, tau1=lam1,
                             steps=steps, prior_log_prob=prior_log_prob, hutchinson=hutchinson, generator=generator)
 
@@ -684,11 +769,12 @@ class FlowMatching(_Denoising):
     def loss(self, x: torch.Tensor, y=None) -> torch.Tensor:
         """Mean over examples of :math:`\\lVert v_\\theta(x_\\tau,\\tau) - (\\epsilon - x_0)\\rVert^2 / D`,
         :math:`\\tau` uniform on [0, 1]."""
+        x, y = self._split_batch(x, y)
         _check_data(x, self.levels, self.dim)
         x0 = self.to_model_space(x)
         n = x0.shape[0]
         y = self._drop_labels(self._labels(y, n))
-        tau = torch.rand(n, device=x0.device, dtype=x0.dtype)
+        tau = _stratified(n, x0.device).to(x0.dtype)
         noise = torch.randn_like(x0)
         x_tau = (1 - tau[:, None]) * x0 + tau[:, None] * noise
         return (self.model(x_tau, tau, y) - (noise - x0)).pow(2).sum(1).mean() / self.dim
@@ -727,9 +813,9 @@ class FlowMatching(_Denoising):
                      generator=None, y=None) -> torch.Tensor:
         """The model's log-density ``(B,)`` of continuous data ``x`` (model space) by the ODE, with
         :math:`\\mathcal N(0, I)` at :math:`\\tau = 1`; see :func:`ode_log_prob`."""
-        prior = lambda z: -0.5 * (z.double() ** 2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)  # noqa: E731
         return ode_log_prob(lambda z, tau: self.velocity(z, tau, y), x.to(self._dtype()), tau0=tau0, tau1=1.0,
-                            steps=steps, prior_log_prob=prior, hutchinson=hutchinson, generator=generator)
+                            steps=steps, prior_log_prob=_standard_normal_log_prob, hutchinson=hutchinson,
+                            generator=generator)
 
     def dequantized_bound(self, x: torch.Tensor, *, steps: int = 50, hutchinson: int | None = 1,
                           generator=None) -> torch.Tensor:

@@ -11,11 +11,12 @@ model                  file                          regenerate with
 Chapter 5's VAE        ``weights/vae_digits.pt``      ``python -m gmlib.bench.vae --save``
 Chapter 7's flow       ``weights/flow_digits.pt``     ``python -m gmlib.bench.flows --save``
 Chapter 8's models     ``weights/ar_digits.pt``       ``python -m gmlib.bench.autoregressive --save``
+Chapter 9's models     ``weights/diffusion_digits.pt`` ``python -m gmlib.bench.diffusion --save``
 =====================  ============================  ==========================================
 
 The files hold a ``state_dict`` and the figures the script measured (``info``); they
 are loaded with ``torch.load(..., weights_only=True)``, so a file can carry no code.
-Chapter 8's file holds several models, their floating weights in half precision (the
+Chapters 8 and 9's files hold several models, their floating weights in half precision (the
 benchmark measures its figures on the rounded weights it saves).
 """
 from __future__ import annotations
@@ -27,11 +28,13 @@ import torch
 
 from .device import get_device
 from .flows import Flow
-from .recipes import ARDigitsRecipe, FlowDigitsRecipe, VAEDigitsRecipe, ar_digits, flow_digits, vae_digits
+from .recipes import (ARDigitsRecipe, DiffusionDigitsRecipe, FlowDigitsRecipe, VAEDigitsRecipe, ar_digits,
+                      diffusion_digits, flow_digits, vae_digits)
 from .vae import VAE
 
 __all__ = ["WEIGHTS_DIR", "load_vae_digits", "save_vae_digits", "load_flow_digits", "save_flow_digits",
-           "load_ar_digits", "save_ar_digits", "half_precision_state"]
+           "load_ar_digits", "save_ar_digits", "load_diffusion_digits", "save_diffusion_digits", "half_precision_state",
+           "half_precision_parameters"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -146,4 +149,54 @@ def load_ar_digits(path: Path | str | None = None, device=None) -> dict:
                          f"with {AR_COMMAND}") from None
     if not out:
         raise ValueError(f"{path} holds no model; regenerate it with {AR_COMMAND}")
+    return out
+
+
+DIFFUSION_COMMAND = "python -m gmlib.bench.diffusion --save"
+
+
+def save_diffusion_digits(entries: dict, path: Path | None = None) -> Path:
+    """Write Chapter 9's models: ``entries`` maps a name to ``(model, DiffusionDigitsRecipe, info)``; the
+    weights are stored in half precision (:func:`half_precision_state`)."""
+    path = Path(path) if path is not None else WEIGHTS_DIR / "diffusion_digits.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {name: {"recipe": asdict(recipe), "info": dict(info), "state_dict": half_precision_parameters(model.model)}
+            for name, (model, recipe, info) in entries.items()}
+    tmp = path.with_suffix(".tmp")
+    torch.save({"models": blob}, tmp)
+    tmp.replace(path)  # never leaves a half-written file behind
+    return path
+
+
+def half_precision_parameters(module: torch.nn.Module) -> dict:
+    """``module``'s ``state_dict`` on the CPU with its *parameters* in float16 and its buffers as they are
+    (a diffusion's float64 schedule, a network's Fourier frequencies: rounding them changes the model)."""
+    params = {name for name, _ in module.named_parameters()}
+    return {k: (v.detach().cpu().half() if k in params and v.is_floating_point() else v.detach().cpu())
+            for k, v in module.state_dict().items()}
+
+
+def load_diffusion_digits(path: Path | str | None = None, device=None) -> dict:
+    """Chapter 9's trained models: ``{name: (model in eval mode, info)}`` (``"diffusion"``, the main model,
+    first; ``"flow matching"`` and ``"conditional"`` after it), float32 on ``device``; ``info`` holds the
+    figures measured when it was trained and its recipe.
+
+    Raises ``FileNotFoundError`` naming the command that regenerates the file when it is missing, and
+    ``ValueError`` when the file cannot be read or holds something else.
+    """
+    path = Path(path) if path is not None else WEIGHTS_DIR / "diffusion_digits.pt"
+    blob = _read(path, DIFFUSION_COMMAND)
+    out = {}
+    try:
+        for name, entry in blob["models"].items():
+            recipe = DiffusionDigitsRecipe(**{**entry["recipe"], "fourier": tuple(entry["recipe"]["fourier"])})
+            model = diffusion_digits(recipe)
+            model.model.load_state_dict({k: (v.float() if v.dtype == torch.float16 else v)
+                                         for k, v in entry["state_dict"].items()})
+            out[name] = (model.to(get_device(device)).eval(), dict(entry.get("info", {}), recipe=asdict(recipe)))
+    except (KeyError, TypeError, RuntimeError, AttributeError) as err:
+        raise ValueError(f"{path} does not hold Chapter 9's models ({type(err).__name__}: {err}); regenerate it "
+                         f"with {DIFFUSION_COMMAND}") from None
+    if not out:
+        raise ValueError(f"{path} holds no model; regenerate it with {DIFFUSION_COMMAND}")
     return out

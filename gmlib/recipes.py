@@ -591,3 +591,79 @@ AR_BASELINES = {
     "Transformer": ARDigitsRecipe(kind="transformer", scans=("rows",), width=64, n_layers=2, epochs=60,
                                   lr=1e-3, lr_schedule="cosine", ema=None, dropout=0.1),
 }
+
+
+# ======================================================================================
+# Chapter 9: the diffusion and flow-matching models of the digits, whose weights the book ships
+# (``python -m gmlib.bench.diffusion --save`` trains them and writes gmlib/weights/diffusion_digits.pt).
+# ======================================================================================
+
+
+@dataclass(frozen=True)
+class DiffusionDigitsRecipe:
+    """One of Chapter 9's models of the integer digits (``gmlib.data.digits(split, "int")``, 17 levels):
+    a :class:`gmlib.nets.TimeUNet` inside a :class:`gmlib.diffusion.GaussianDiffusion` (``kind="ddpm"``,
+    trained on the simple loss, which for the log-linear schedule is the bound up to a constant factor) or
+    a :class:`gmlib.diffusion.FlowMatching` (``kind="flow_matching"``), trained by :func:`gmlib.train.train`
+    with one-pixel shifts, an average of the weights, and the best validation epoch kept. With
+    ``n_classes = 10`` the network also sees the label, dropped for a fraction ``p_uncond`` of the training
+    images (classifier-free guidance)."""
+
+    kind: str = "ddpm"  # "ddpm" or "flow_matching"
+    side: int = 8
+    levels: int = 17
+    channels: int = 64  # TimeUNet's width
+    fourier: tuple = (3, 4)  # TimeUNet's Fourier features: sin and cos of 2^k pi x, period 2 and 1 bins of 17 levels
+    dropout: float = 0.1
+    schedule: str = "loglinear"  # gmlib.diffusion.SCHEDULES (ddpm only)
+    timesteps: int = 1000
+    weighting: str = "simple"
+    importance_bins: int | None = 50  # GaussianDiffusion's importance sampling of the training steps
+    n_classes: int | None = None
+    p_uncond: float = 0.2
+    lr: float = 2e-3
+    lr_schedule: str = "cosine"
+    ema: float | None = 0.995
+    batch_size: int = 128
+    epochs: int = 320
+    seed: int = 0
+    shift_p: float = 0.5
+
+    @property
+    def pixels(self) -> int:
+        return self.side * self.side
+
+
+def diffusion_digits(recipe: DiffusionDigitsRecipe = DiffusionDigitsRecipe()):
+    """An untrained model of ``recipe``, its weights seeded with ``recipe.seed``."""
+    from .diffusion import FlowMatching, GaussianDiffusion
+    from .nets import TimeUNet
+
+    torch.manual_seed(recipe.seed)
+    net = TimeUNet(recipe.side, channels=recipe.channels, n_classes=recipe.n_classes, dropout=recipe.dropout,
+                   fourier=tuple(recipe.fourier))
+    common = dict(levels=recipe.levels, n_classes=recipe.n_classes,
+                  p_uncond=recipe.p_uncond if recipe.n_classes is not None else 0.0)
+    if recipe.kind == "ddpm":
+        return GaussianDiffusion(net, recipe.pixels, timesteps=recipe.timesteps, schedule=recipe.schedule,
+                                 weighting=recipe.weighting, importance_bins=recipe.importance_bins, **common)
+    if recipe.kind == "flow_matching":
+        return FlowMatching(net, recipe.pixels, **common)
+    raise ValueError(f"kind must be 'ddpm' or 'flow_matching', got {recipe.kind!r}")
+
+
+#: ``quick``: the shipped unconditional diffusion model (about 10 minutes on 2 CPU threads); ``full``:
+#: wider and longer, for CUDA; ``mnist``: MNIST's 28 x 28 images at 256 levels (needs the files).
+DIFFUSION_PRESETS = {
+    "quick": DiffusionDigitsRecipe(epochs=320),
+    "full": DiffusionDigitsRecipe(channels=128, epochs=1500),
+    "mnist": DiffusionDigitsRecipe(side=28, levels=256, channels=64, epochs=40, shift_p=0.0, dropout=0.0,
+                                   lr=1e-3),
+}
+
+#: The models the chapter sets beside the main one: flow matching on the same network and budget, and the
+#: class-conditional diffusion model of the guidance section (a shorter run).
+DIFFUSION_COMPANIONS = {
+    "flow matching": DiffusionDigitsRecipe(kind="flow_matching", epochs=320),
+    "conditional": DiffusionDigitsRecipe(n_classes=10, epochs=100),
+}

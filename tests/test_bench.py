@@ -125,3 +125,34 @@ def test_autoregressive_bench_refuses_bad_settings():
         autoregressive.main(["--preset", "mnist", "--save"])
     with pytest.raises(SystemExit):
         autoregressive.main(["--save", "--no-baselines"])
+
+
+def test_diffusion_bench_runs_saves_and_judges_the_targets(capsys, tmp_path):
+    from gmlib.bench import diffusion
+    from gmlib.pretrained import load_diffusion_digits
+
+    out = tmp_path / "diffusion.pt"
+    status = diffusion.main(["--set", "epochs=1", "--set", "channels=8", "--quick-check", "--n-fd", "20",
+                             "--t-samples", "2", "--device", "cpu", "--save", "--output", str(out)])
+    text = capsys.readouterr().out
+    assert status == 1  # one epoch misses the targets, and says so
+    assert "MISSED diffusion test bound <= 78 nats" in text and "real-data floor" in text
+    assert "classifier-free guidance" in text and "dequantised bound" in text
+    models = load_diffusion_digits(out, device="cpu")
+    assert list(models) == ["diffusion", "flow matching", "conditional"]
+    info = models["diffusion"][1]
+    assert {"test_nll", "test_nll_se", "test_nll_mc_se", "fd_ddpm", "fd_ddim", "fd_floor", "fd_dcgan"} <= set(info)
+    assert set(models["conditional"][1]["guidance"]) == set(diffusion.GUIDANCE)
+
+
+def test_diffusion_bench_refuses_bad_settings():
+    from gmlib.bench import diffusion
+
+    with pytest.raises(SystemExit):
+        diffusion.main(["--set", "depth=3"])
+    with pytest.raises(SystemExit):
+        diffusion.main(["--preset", "mnist", "--save"])
+    with pytest.raises(SystemExit):
+        diffusion.main(["--save", "--no-companions"])
+    with pytest.raises(SystemExit):
+        diffusion.main(["--t-samples", "1"])

@@ -420,3 +420,34 @@ def test_image_contract_levels_and_errors():
         GaussianDiffusion(TimeMLP(2, 2), 2, schedule="quadratic")
     with pytest.raises(ValueError, match="sampler"):
         d.sample(2, sampler="euler")
+
+
+def test_importance_sampled_loss_keeps_its_expectation():
+    """Steps drawn from a skewed proposal and weighted by uniform / proposal: the same mean loss."""
+    class Skewed(nn.Module):  # an error that grows with the noise level
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.tensor(4.0))
+
+        def forward(self, x, tau, y=None):
+            return self.scale * tau[:, None] ** 2 * x
+
+    net = Skewed()
+    d = GaussianDiffusion(net, 2, timesteps=100, schedule="loglinear", importance_bins=10)
+    x = gaussian_samples(512, seed=1).float()
+    with torch.no_grad():
+        for _ in range(30):  # warm up the bins' statistics
+            d.loss(x)
+        proposal = d.step_proposal()
+        assert proposal is not None and abs(float(proposal.sum()) - 1) < 1e-12
+        assert float(proposal.max()) > 2 * float(proposal.min())  # skewed
+        torch.manual_seed(1)
+        weighted = torch.stack([d.loss(x[:64]) for _ in range(2000)])
+        d.eval()  # evaluation draws steps uniformly
+        assert d.step_proposal() is not None and d._draw_steps(8, "cpu")[1] is None
+        torch.manual_seed(2)
+        uniform = torch.stack([d.loss(x[:64]) for _ in range(2000)])
+    z = (weighted.mean() - uniform.mean()) / math.sqrt(weighted.var() / 2000 + uniform.var() / 2000)
+    assert abs(float(z)) < 5, float(z)
+    with pytest.raises(ValueError, match="divide"):
+        GaussianDiffusion(net, 2, timesteps=100, importance_bins=7)

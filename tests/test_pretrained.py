@@ -228,3 +228,69 @@ def test_shipped_autoregressive_models_reproduce_their_recorded_test_nll():
         # exact likelihoods of the saved (half-precision) weights: only float32 rounding differs between
         # CPUs, far below 0.01 nats per image
         assert abs(nll - info["test_nll"]) < 0.01, (name, nll, info["test_nll"])
+
+
+# -- Chapter 9: diffusion models, half-precision weights, full-precision schedules -----------------
+
+
+def test_diffusion_save_and_load_keep_the_schedule_and_round_only_the_weights(tmp_path):
+    from gmlib.pretrained import half_precision_parameters, load_diffusion_digits, save_diffusion_digits
+    from gmlib.recipes import DiffusionDigitsRecipe, diffusion_digits
+
+    recipes = {"diffusion": DiffusionDigitsRecipe(channels=8, timesteps=50),
+               "flow matching": DiffusionDigitsRecipe(kind="flow_matching", channels=8),
+               "conditional": DiffusionDigitsRecipe(channels=8, timesteps=50, n_classes=10)}
+    models = {name: diffusion_digits(r) for name, r in recipes.items()}
+    for m in models.values():
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) / 3)
+    path = save_diffusion_digits({n: (models[n], r, {"test_nll": 2.5}) for n, r in recipes.items()},
+                                 tmp_path / "d.pt")
+    loaded = load_diffusion_digits(path, device="cpu")
+    assert list(loaded) == list(recipes)
+    x = digits("val", "int")[:20]
+    for name, (model, info) in loaded.items():
+        assert not model.training and info["test_nll"] == 2.5 and info["recipe"]["channels"] == 8
+        rounded = models[name]
+        rounded.model.load_state_dict({k: v.float() if v.dtype == torch.float16 else v
+                                       for k, v in half_precision_parameters(rounded.model).items()})
+        rounded.eval()
+        torch.manual_seed(0)
+        a = model.loss(x) if name != "conditional" else model.loss(x, torch.arange(20) % 10)
+        torch.manual_seed(0)
+        b = rounded.loss(x) if name != "conditional" else rounded.loss(x, torch.arange(20) % 10)
+        assert torch.equal(a, b)
+    d = loaded["diffusion"][0]
+    assert d.alphas_cumprod.dtype == torch.float64
+    torch.testing.assert_close(d.alphas_cumprod, models["diffusion"].alphas_cumprod, rtol=0, atol=0)
+    assert torch.equal(d.model.freqs, models["diffusion"].model.freqs)  # Fourier features not rounded
+    blob = torch.load(path, weights_only=True)
+    params = {k for k, _ in models["diffusion"].model.named_parameters()}
+    stored = blob["models"]["diffusion"]["state_dict"]
+    assert all(stored[k].dtype == torch.float16 for k in params) and stored["freqs"].dtype == torch.float32
+    with pytest.raises(FileNotFoundError, match="python -m gmlib.bench.diffusion --save"):
+        load_diffusion_digits(tmp_path / "none.pt")
+    with pytest.raises(ValueError, match="does not hold Chapter 9's models"):
+        load_diffusion_digits(save_vae_digits(vae_digits(VAEDigitsRecipe(latent_dim=3, channels=4, hidden=8)),
+                                              VAEDigitsRecipe(latent_dim=3, channels=4, hidden=8), {},
+                                              tmp_path / "v.pt"))
+
+
+def test_shipped_diffusion_models_reproduce_their_recorded_figures():
+    from gmlib.pretrained import load_diffusion_digits
+
+    assert (WEIGHTS_DIR / "diffusion_digits.pt").is_file(), \
+        "gmlib/weights/diffusion_digits.pt is missing: python -m gmlib.bench.diffusion --save"
+    models = load_diffusion_digits(device="cpu")
+    model, info = models["diffusion"]
+    x = digits("test", "int")
+    with torch.no_grad():
+        draws = torch.stack([model.nll_bound(x, t_samples=1, generator=torch.Generator().manual_seed(100 + i))
+                             for i in range(3)]).mean(0)
+    se = float(draws.std() / math.sqrt(len(draws)))
+    # both figures are unbiased estimates of one mean over the same images; their difference is noise
+    # from the drawn steps alone (the images are shared): 5 times the larger standard error is generous
+    assert abs(float(draws.mean()) - info["test_nll"]) < 5 * max(se, info["test_nll_se"]), \
+        (float(draws.mean()), info["test_nll"])
+    assert set(models) == {"diffusion", "flow matching", "conditional"}
