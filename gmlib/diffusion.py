@@ -100,7 +100,7 @@ from torch.nn import functional as nnf
 
 from ._checks import check_int
 
-__all__ = ["SCHEDULES", "log_snr", "tau_from_log_snr", "GaussianDiffusion", "FlowMatching", "normal_kl",
+__all__ = ["SCHEDULES", "log_snr", "tau_from_log_snr", "GaussianDiffusion", "FlowMatching", "normal_kl", "square_symmetry",
            "discretized_gaussian_log_likelihood", "ode_log_prob", "preferred_input"]
 
 SCHEDULES = ("linear", "cosine", "loglinear")
@@ -188,6 +188,17 @@ def _stratified(n: int, device) -> torch.Tensor:
     return (torch.rand((), device=device) + torch.arange(n, device=device) / n) % 1.0
 
 
+def square_symmetry(x: torch.Tensor, k: torch.Tensor, side: int) -> torch.Tensor:
+    """Each row of ``x`` ``(B, side * side)`` (an image, row-major) moved by one of the eight symmetries of the
+    square, ``k`` ``(B,)`` in 0..7: 0 the identity, 1-3 quarter turns, 4 and 5 the two mirror images, 6 and 7
+    the transpose and the anti-transpose."""
+    grid = torch.arange(side * side, device=x.device).reshape(side, side)
+    maps = [grid, grid.rot90(1), grid.rot90(2), grid.rot90(3), grid.flip(1), grid.flip(0), grid.T,
+            grid.rot90(2).T]
+    perms = torch.stack([m.reshape(-1) for m in maps])  # (8, D): where each output pixel comes from
+    return x.gather(1, perms[k.long()])
+
+
 def _gather(buffer: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``buffer[t]`` shaped to broadcast against ``like`` ``(B, ...)``, in ``like``'s dtype."""
     return buffer[t].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
@@ -273,8 +284,15 @@ def ode_log_prob(velocity: Callable[[torch.Tensor, float], torch.Tensor], x: tor
 class _Denoising(nn.Module):
     """What the two families share: the data contract, scaling of integer images, label dropout."""
 
-    def __init__(self, model: nn.Module, dim: int, *, levels: int | None, n_classes: int | None, p_uncond: float):
+    def __init__(self, model: nn.Module, dim: int, *, levels: int | None, n_classes: int | None, p_uncond: float,
+                 symmetry_p: float = 0.0):
         super().__init__()
+        if not 0.0 <= symmetry_p < 1.0:
+            raise ValueError(f"symmetry_p must lie in [0, 1), got {symmetry_p}")
+        side = math.isqrt(dim)
+        if symmetry_p > 0 and side * side != dim:
+            raise ValueError(f"symmetry_p needs square images; dim = {dim} is not a square")
+        self.symmetry_p, self._side = float(symmetry_p), side
         self.model = model
         self.dim = check_int(dim, "dim")
         if levels is not None:
@@ -318,6 +336,17 @@ class _Denoising(nn.Module):
         if bool(((y < 0) | (y >= self.n_classes)).any()):
             raise ValueError(f"labels must lie in 0..{self.n_classes - 1}")
         return y.long()
+
+    def _augment(self, x0: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """In training with ``symmetry_p > 0``: each image turned or flipped by a random non-identity symmetry
+        of the square with probability ``symmetry_p``, and the keyword ``aug`` telling the network which
+        (:class:`gmlib.nets.TimeUNet` with ``symmetries=True``); otherwise the images and no keyword."""
+        if self.symmetry_p == 0.0 or not self.training:
+            return x0, {}
+        n = x0.shape[0]
+        k = torch.randint(1, 8, (n,), device=x0.device)
+        k = torch.where(torch.rand(n, device=x0.device) < self.symmetry_p, k, torch.zeros_like(k))
+        return square_symmetry(x0, k, self._side), {"aug": k}
 
     @staticmethod
     def _split_batch(x, y):
@@ -368,13 +397,17 @@ class GaussianDiffusion(_Denoising):
         probability proportional to the root mean square of its recent losses (a tenth of the mass kept
         uniform, and uniform until every bin was seen ten times). Steps where the network is already
         right (nearly clean images, once it snaps pixels to their level) are then drawn less often.
+    symmetry_p: in training, the fraction of images turned or flipped by a random symmetry of the square, the
+        network told which (``aug``; see :class:`gmlib.nets.TimeUNet`); sampling and the bound use the
+        untouched images only (``aug=None``), so the model stays a model of upright digits.
     clip_denoised: clip :math:`\hat x_0` to [-1, 1] when sampling images (never in the bound).
     """
 
     def __init__(self, model: nn.Module, dim: int, *, timesteps: int = 1000, schedule: str = "cosine",
                  levels: int | None = None, n_classes: int | None = None, p_uncond: float = 0.0,
-                 weighting: str = "simple", clip_denoised: bool = True, importance_bins: int | None = None):
-        super().__init__(model, dim, levels=levels, n_classes=n_classes, p_uncond=p_uncond)
+                 weighting: str = "simple", clip_denoised: bool = True, importance_bins: int | None = None,
+                 symmetry_p: float = 0.0):
+        super().__init__(model, dim, levels=levels, n_classes=n_classes, p_uncond=p_uncond, symmetry_p=symmetry_p)
         self.num_timesteps = check_int(timesteps, "timesteps", minimum=2)
         if importance_bins is not None:
             check_int(importance_bins, "importance_bins")
@@ -604,10 +637,11 @@ class GaussianDiffusion(_Denoising):
         x0 = self.to_model_space(x)
         n = x0.shape[0]
         y = self._drop_labels(self._labels(y, n))
+        x0, aug = self._augment(x0)
         t, weight = self._draw_steps(n, x0.device)
         noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
-        eps = self.model(x_t, self.tau(t), y)
+        eps = self.model(x_t, self.tau(t), y, **aug)
         sq = (noise - eps).pow(2).sum(1)  # (B,)
         self._record(t, sq.detach())
         if weight is not None:
@@ -762,8 +796,8 @@ class FlowMatching(_Denoising):
     """
 
     def __init__(self, model: nn.Module, dim: int, *, levels: int | None = None, n_classes: int | None = None,
-                 p_uncond: float = 0.0):
-        super().__init__(model, dim, levels=levels, n_classes=n_classes, p_uncond=p_uncond)
+                 p_uncond: float = 0.0, symmetry_p: float = 0.0):
+        super().__init__(model, dim, levels=levels, n_classes=n_classes, p_uncond=p_uncond, symmetry_p=symmetry_p)
         self.register_buffer("_anchor", torch.zeros(()))  # marks the device the model lives on
 
     def loss(self, x: torch.Tensor, y=None) -> torch.Tensor:
@@ -774,10 +808,11 @@ class FlowMatching(_Denoising):
         x0 = self.to_model_space(x)
         n = x0.shape[0]
         y = self._drop_labels(self._labels(y, n))
+        x0, aug = self._augment(x0)
         tau = _stratified(n, x0.device).to(x0.dtype)
         noise = torch.randn_like(x0)
         x_tau = (1 - tau[:, None]) * x0 + tau[:, None] * noise
-        return (self.model(x_tau, tau, y) - (noise - x0)).pow(2).sum(1).mean() / self.dim
+        return (self.model(x_tau, tau, y, **aug) - (noise - x0)).pow(2).sum(1).mean() / self.dim
 
     def velocity(self, x: torch.Tensor, tau: float, y=None, guidance: float = 1.0) -> torch.Tensor:
         tau_b = torch.full((x.shape[0],), float(tau), device=x.device, dtype=x.dtype)

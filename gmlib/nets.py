@@ -335,16 +335,24 @@ class TimeUNet(nn.Module):
     ``fourier``: exponents :math:`k` of extra input channels :math:`\sin(2^k\pi x)`, :math:`\cos(2^k\pi x)`
     (Kingma et al. 2021's Fourier features): with :math:`2^k` near the number of grey levels they let the
     network see where a nearly clean pixel sits inside its level's bin, which a likelihood needs.
+
+    ``symmetries``: the network also takes ``aug`` ``(B,)``, which of the eight symmetries of the square
+    (:func:`gmlib.diffusion.square_symmetry`) was applied to the training image (0: none, what ``aug=None``
+    means), through a learned embedding added to the time's: a model trained on turned and flipped images
+    that knows which it was shown (the non-leaking augmentation of Karras et al. 2022).
     """
 
     def __init__(self, side: int = 8, *, channels: int = 64, time_dim: int = 64, n_classes: int | None = None,
-                 dropout: float = 0.1, fourier: Sequence[int] = ()):
+                 dropout: float = 0.1, fourier: Sequence[int] = (), symmetries: bool = False):
         super().__init__()
         if side % 2:
             raise ValueError(f"side must be even (one halving), got {side}")
         c, width = channels, 4 * channels
         self.side = side
         self.cond = _Conditioning(width, time_dim, n_classes)
+        self.symmetry = nn.Embedding(8, width) if symmetries else None
+        if self.symmetry is not None:
+            nn.init.zeros_(self.symmetry.weight)
         self.register_buffer("freqs", torch.tensor([math.pi * 2.0**k for k in fourier], dtype=torch.float32))
         self.inp = nn.Conv2d(1 + 2 * len(self.freqs), c, 3, padding=1)
         self.down = nn.ModuleList([_ResBlock(c, c, width, dropout), _ResBlock(c, c, width, dropout)])
@@ -354,11 +362,16 @@ class TimeUNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                aug: torch.Tensor | None = None) -> torch.Tensor:
         d = self.side * self.side
         if x.dim() != 2 or x.shape[1] != d:
             raise ValueError(f"x must have shape (B, {d}), got {tuple(x.shape)}")
         e = self.cond(t, y, x.shape[0])
+        if aug is not None:
+            if self.symmetry is None:
+                raise ValueError("this network was built without symmetries=True; it takes no aug")
+            e = e + self.symmetry(aug.long())
         h = x.reshape(-1, 1, self.side, self.side)
         if len(self.freqs):
             angles = h * self.freqs.to(h.dtype).reshape(1, -1, 1, 1)  # (B, F, side, side)

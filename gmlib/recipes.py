@@ -614,20 +614,21 @@ class DiffusionDigitsRecipe:
     levels: int = 17
     channels: int = 64  # TimeUNet's width
     fourier: tuple = (3, 4)  # TimeUNet's Fourier features: sin and cos of 2^k pi x, period 2 and 1 bins of 17 levels
-    dropout: float = 0.1
+    dropout: float = 0.0
     schedule: str = "loglinear"  # gmlib.diffusion.SCHEDULES (ddpm only)
     timesteps: int = 1000
     weighting: str = "simple"
     importance_bins: int | None = 50  # GaussianDiffusion's importance sampling of the training steps
+    symmetry_p: float = 0.0  # training images turned or flipped, the network told which (TimeUNet symmetries)
     n_classes: int | None = None
     p_uncond: float = 0.2
     lr: float = 2e-3
     lr_schedule: str = "cosine"
     ema: float | None = 0.995
     batch_size: int = 128
-    epochs: int = 320
+    epochs: int = 300
     seed: int = 0
-    shift_p: float = 0.5
+    shift_p: float = 0.25
 
     @property
     def pixels(self) -> int:
@@ -641,8 +642,8 @@ def diffusion_digits(recipe: DiffusionDigitsRecipe = DiffusionDigitsRecipe()):
 
     torch.manual_seed(recipe.seed)
     net = TimeUNet(recipe.side, channels=recipe.channels, n_classes=recipe.n_classes, dropout=recipe.dropout,
-                   fourier=tuple(recipe.fourier))
-    common = dict(levels=recipe.levels, n_classes=recipe.n_classes,
+                   fourier=tuple(recipe.fourier), symmetries=recipe.symmetry_p > 0)
+    common = dict(levels=recipe.levels, n_classes=recipe.n_classes, symmetry_p=recipe.symmetry_p,
                   p_uncond=recipe.p_uncond if recipe.n_classes is not None else 0.0)
     if recipe.kind == "ddpm":
         return GaussianDiffusion(net, recipe.pixels, timesteps=recipe.timesteps, schedule=recipe.schedule,
@@ -655,7 +656,7 @@ def diffusion_digits(recipe: DiffusionDigitsRecipe = DiffusionDigitsRecipe()):
 #: ``quick``: the shipped unconditional diffusion model (about 10 minutes on 2 CPU threads); ``full``:
 #: wider and longer, for CUDA; ``mnist``: MNIST's 28 x 28 images at 256 levels (needs the files).
 DIFFUSION_PRESETS = {
-    "quick": DiffusionDigitsRecipe(epochs=320),
+    "quick": DiffusionDigitsRecipe(),
     "full": DiffusionDigitsRecipe(channels=128, epochs=1500),
     "mnist": DiffusionDigitsRecipe(side=28, levels=256, channels=64, epochs=40, shift_p=0.0, dropout=0.0,
                                    lr=1e-3),
@@ -664,6 +665,6 @@ DIFFUSION_PRESETS = {
 #: The models the chapter sets beside the main one: flow matching on the same network and budget, and the
 #: class-conditional diffusion model of the guidance section (a shorter run).
 DIFFUSION_COMPANIONS = {
-    "flow matching": DiffusionDigitsRecipe(kind="flow_matching", epochs=320),
+    "flow matching": DiffusionDigitsRecipe(kind="flow_matching"),
     "conditional": DiffusionDigitsRecipe(n_classes=10, epochs=100),
 }

@@ -451,3 +451,44 @@ def test_importance_sampled_loss_keeps_its_expectation():
     assert abs(float(z)) < 5, float(z)
     with pytest.raises(ValueError, match="divide"):
         GaussianDiffusion(net, 2, timesteps=100, importance_bins=7)
+
+
+def test_square_symmetries_and_the_augmented_loss():
+    from gmlib.diffusion import square_symmetry
+
+    x = torch.arange(64.0).reshape(1, 64).repeat(8, 1)
+    images = square_symmetry(x, torch.arange(8), 8).view(8, 8, 8)
+    base = x[0].view(8, 8)
+    expected = [base, base.rot90(1), base.rot90(2), base.rot90(3), base.flip(1), base.flip(0), base.T,
+                base.rot90(2).T]
+    assert all(torch.equal(images[k], expected[k]) for k in range(8))
+    # the eight are the dihedral group: distinct, and each a permutation of the pixels
+    assert len({tuple(r.tolist()) for r in images.view(8, 64)}) == 8
+    assert all(torch.equal(r.sort().values, x[0]) for r in images.view(8, 64))
+    # training shows the network turned images with their label; evaluation never does
+    seen = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, tau, y=None, aug=None):
+            seen.append(aug)
+            return self.w * x
+
+    d = GaussianDiffusion(Recorder(), 64, timesteps=10, levels=17, symmetry_p=0.5)
+    xs = torch.randint(0, 17, (4000, 64)).float()
+    torch.manual_seed(0)
+    d.loss(xs)
+    frac = float((seen[-1] > 0).float().mean())
+    assert abs(frac - 0.5) < 5 * math.sqrt(0.25 / 4000) and int(seen[-1].max()) == 7
+    d.eval()
+    d.loss(xs[:10])
+    d.nll_bound(xs[:3], t_samples=1)
+    d.sample(2, steps=2)
+    assert all(a is None for a in seen[1:])
+    with pytest.raises(ValueError, match="square"):
+        GaussianDiffusion(Recorder(), 10, symmetry_p=0.5)
+    with pytest.raises(ValueError, match="no aug"):
+        TimeUNet(8, channels=8)(torch.zeros(2, 64), torch.zeros(2), aug=torch.zeros(2))
