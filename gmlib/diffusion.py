@@ -490,12 +490,15 @@ class GaussianDiffusion(_Denoising):
         n = x_t.shape[0]
         t = self._check_t(t, n)
         tau = self.tau(t)
+        # the labels are the network's when it has classes; an unconditional network steered by a classifier
+        # gets none (they are the classifier's)
+        model_y = self._labels(y, n) if self.n_classes is not None or classifier is None else None
         if classifier is None or classifier_scale == 0.0:
-            return self._guided(x_t, tau, self._labels(y, n), guidance)
+            return self._guided(x_t, tau, model_y, guidance)
         if y is None:
             raise ValueError("classifier guidance needs the labels y to steer towards")
         target = torch.as_tensor(y, device=x_t.device).long().expand(n)
-        eps = self._guided(x_t, tau, self._labels(y, n) if self.n_classes is not None else None, guidance)
+        eps = self._guided(x_t, tau, model_y, guidance)
         with torch.enable_grad():
             xg = x_t.detach().requires_grad_(True)
             log_p = nnf.log_softmax(classifier(xg, tau), dim=-1).gather(1, target[:, None]).sum()
