@@ -323,7 +323,7 @@ class _ResBlock(nn.Module):
 
 
 class TimeUNet(nn.Module):
-    """``f(x, t, y) -> (B, side * side)``: a small U-Net (Ronneberger et al. 2015, as Ho et al. 2020 use
+    r"""``f(x, t, y) -> (B, side * side)``: a small U-Net (Ronneberger et al. 2015, as Ho et al. 2020 use
     it) on square images given as flat rows, conditioned on the time ``t`` ``(B,)`` and, when
     ``n_classes`` is set, on a label ``y`` (``None``: no label).
 
