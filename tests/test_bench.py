@@ -133,7 +133,7 @@ def test_diffusion_bench_runs_saves_and_judges_the_targets(capsys, tmp_path):
 
     out = tmp_path / "diffusion.pt"
     status = diffusion.main(["--set", "epochs=1", "--set", "channels=8", "--quick-check", "--n-fd", "20",
-                             "--t-samples", "2", "--device", "cpu", "--save", "--output", str(out)])
+                             "--t-samples", "2", "--device", "cpu", "--threads", "1", "--save", "--output", str(out)])
     text = capsys.readouterr().out
     assert status == 1  # one epoch misses the targets, and says so
     assert "MISSED diffusion test bound <= 78 nats" in text and "real-data floor" in text
