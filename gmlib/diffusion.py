@@ -100,8 +100,8 @@ from torch.nn import functional as nnf
 
 from ._checks import check_int
 
-__all__ = ["SCHEDULES", "log_snr", "tau_from_log_snr", "GaussianDiffusion", "FlowMatching", "normal_kl", "square_symmetry",
-           "discretized_gaussian_log_likelihood", "ode_log_prob", "preferred_input"]
+__all__ = ["SCHEDULES", "log_snr", "tau_from_log_snr", "GaussianDiffusion", "FlowMatching", "normal_kl",
+           "square_symmetry", "discretized_gaussian_log_likelihood", "ode_log_prob", "preferred_input"]
 
 SCHEDULES = ("linear", "cosine", "loglinear")
 LOG_SNR_LIMITS = (-20.0, 20.0)  # lambda is clamped here: the cosine schedule reaches -inf at tau = 1
@@ -197,6 +197,19 @@ def square_symmetry(x: torch.Tensor, k: torch.Tensor, side: int) -> torch.Tensor
             grid.rot90(2).T]
     perms = torch.stack([m.reshape(-1) for m in maps])  # (8, D): where each output pixel comes from
     return x.gather(1, perms[k.long()])
+
+
+def _index_vector(value, n: int, limit: int, name: str, what: str, device) -> torch.Tensor:
+    """``value`` (an int or ``(n,)`` integers) as a ``LongTensor (n,)`` on ``device``, each in ``0..limit-1``;
+    ``ValueError`` naming ``name`` and ``what`` otherwise."""
+    v = torch.as_tensor(value, device=device)
+    if v.dim() == 0:
+        v = v.expand(n)
+    if v.is_floating_point() or v.shape != (n,):
+        raise ValueError(f"{name} must be integer {what} of shape ({n},), got {v.dtype} {tuple(v.shape)}")
+    if bool(((v < 0) | (v >= limit)).any()):
+        raise ValueError(f"{what} must lie in 0..{limit - 1}")
+    return v.long()
 
 
 def _gather(buffer: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -328,25 +341,28 @@ class _Denoising(nn.Module):
             return None
         if self.n_classes is None:
             raise ValueError("this model is unconditional (n_classes=None); it takes no labels y")
-        y = torch.as_tensor(y, device=self._device)
-        if y.dim() == 0:
-            y = y.expand(n)
-        if y.is_floating_point() or y.shape != (n,):
-            raise ValueError(f"y must be integer labels of shape ({n},), got {y.dtype} {tuple(y.shape)}")
-        if bool(((y < 0) | (y >= self.n_classes)).any()):
-            raise ValueError(f"labels must lie in 0..{self.n_classes - 1}")
-        return y.long()
+        return _index_vector(y, n, self.n_classes, "y", "labels", self._device)
 
-    def _augment(self, x0: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def _augment(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """In training with ``symmetry_p > 0``: each image turned or flipped by a random non-identity symmetry
         of the square with probability ``symmetry_p``, and the keyword ``aug`` telling the network which
         (:class:`gmlib.nets.TimeUNet` with ``symmetries=True``); otherwise the images and no keyword."""
         if self.symmetry_p == 0.0 or not self.training:
-            return x0, {}
-        n = x0.shape[0]
-        k = torch.randint(1, 8, (n,), device=x0.device)
-        k = torch.where(torch.rand(n, device=x0.device) < self.symmetry_p, k, torch.zeros_like(k))
-        return square_symmetry(x0, k, self._side), {"aug": k}
+            return x, {}
+        n = x.shape[0]
+        k = torch.randint(1, 8, (n,), device=x.device)
+        k = torch.where(torch.rand(n, device=x.device) < self.symmetry_p, k, torch.zeros_like(k))
+        return square_symmetry(x, k, self._side), {"aug": k}
+
+    def _training_batch(self, x, y):
+        """A training batch checked and prepared: ``(x, x0, y, aug)``, the data (turned or flipped when
+        ``symmetry_p`` says so), the same on the model's scale, the labels with a fraction ``p_uncond`` dropped,
+        and the keywords for the network."""
+        x, y = self._split_batch(x, y)
+        _check_data(x, self.levels, self.dim)
+        y = self._drop_labels(self._labels(y, x.shape[0]))
+        x, aug = self._augment(x)
+        return x, self.to_model_space(x), y, aug
 
     @staticmethod
     def _split_batch(x, y):
@@ -442,14 +458,7 @@ class GaussianDiffusion(_Denoising):
 
     # ---- the forward process -------------------------------------------------------------------
     def _check_t(self, t, n: int) -> torch.Tensor:
-        t = torch.as_tensor(t, device=self.betas.device)
-        if t.dim() == 0:
-            t = t.expand(n)
-        if t.is_floating_point() or t.shape != (n,):
-            raise ValueError(f"t must be integer step indices of shape ({n},), got {t.dtype} {tuple(t.shape)}")
-        if bool(((t < 0) | (t >= self.num_timesteps)).any()):
-            raise ValueError(f"step indices must lie in 0..{self.num_timesteps - 1}")
-        return t.long()
+        return _index_vector(t, n, self.num_timesteps, "t", "step indices", self.betas.device)
 
     def tau(self, t: torch.Tensor) -> torch.Tensor:
         """The continuous time of step indices ``t``: ``(t + 1) / T``, float32, what the network sees."""
@@ -635,30 +644,29 @@ class GaussianDiffusion(_Denoising):
         mean bound (nats per example) from one uniform step per example. The batch's steps are stratified
         (:func:`_stratified`)."""
         weighting = weighting or self.weighting
-        x, y = self._split_batch(x, y)
-        _check_data(x, self.levels, self.dim)
-        x0 = self.to_model_space(x)
+        x, x0, y, aug = self._training_batch(x, y)
         n = x0.shape[0]
-        y = self._drop_labels(self._labels(y, n))
-        x0, aug = self._augment(x0)
         t, weight = self._draw_steps(n, x0.device)
         noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
         eps = self.model(x_t, self.tau(t), y, **aug)
         sq = (noise - eps).pow(2).sum(1)  # (B,)
         self._record(t, sq.detach())
-        if weight is not None:
-            sq = sq * weight.to(sq.dtype)
         if weighting == "simple":
-            return sq.mean() / self.dim
-        # the bound: T times the term of a uniform step; step 0 is L_0, the others (ch09:kl-snr); plus L_T
-        w = self._terms_weight(t).to(sq.dtype)
-        is_first = t == 0
-        terms = torch.where(is_first, torch.zeros_like(sq), w * sq)
-        if bool(is_first.any()):
-            l0 = self._decoder_nll(x, x0, x_t, eps, t).to(sq.dtype)
-            terms = torch.where(is_first, l0, terms)
-        return (self.num_timesteps * terms + self.prior_kl(x0).to(sq.dtype)).mean()
+            terms = sq / self.dim
+        else:  # the bound: T times the term of a uniform step; step 0 is L_0, the others (ch09:kl-snr)
+            w = self._terms_weight(t).to(sq.dtype)
+            is_first = t == 0
+            terms = torch.where(is_first, torch.zeros_like(sq), w * sq)
+            if bool(is_first.any()):
+                l0 = self._decoder_nll(x, x0, x_t, eps, t).to(sq.dtype)
+                terms = torch.where(is_first, l0, terms)
+            terms = self.num_timesteps * terms
+        if weight is not None:  # importance sampling: uniform probability over proposal probability
+            terms = terms * weight.to(terms.dtype)
+        if weighting == "simple":
+            return terms.mean()
+        return (terms + self.prior_kl(x0).to(sq.dtype)).mean()  # plus L_T
 
     def step_proposal(self) -> torch.Tensor | None:
         """The probability of each importance bin ``(bins,)`` (float64), or None when steps are drawn
@@ -806,12 +814,8 @@ class FlowMatching(_Denoising):
     def loss(self, x: torch.Tensor, y=None) -> torch.Tensor:
         """Mean over examples of :math:`\\lVert v_\\theta(x_\\tau,\\tau) - (\\epsilon - x_0)\\rVert^2 / D`,
         :math:`\\tau` uniform on [0, 1]."""
-        x, y = self._split_batch(x, y)
-        _check_data(x, self.levels, self.dim)
-        x0 = self.to_model_space(x)
+        _, x0, y, aug = self._training_batch(x, y)
         n = x0.shape[0]
-        y = self._drop_labels(self._labels(y, n))
-        x0, aug = self._augment(x0)
         tau = _stratified(n, x0.device).to(x0.dtype)
         noise = torch.randn_like(x0)
         x_tau = (1 - tau[:, None]) * x0 + tau[:, None] * noise

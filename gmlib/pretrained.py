@@ -118,8 +118,14 @@ def save_ar_digits(entries: dict, path: Path | None = None) -> Path:
     """Write Chapter 8's models: ``entries`` maps a name to ``(model, ARDigitsRecipe, info)``; the weights
     are stored in half precision (:func:`half_precision_state`)."""
     path = Path(path) if path is not None else WEIGHTS_DIR / "ar_digits.pt"
+    return _save_models(entries, path, half_precision_state)
+
+
+def _save_models(entries: dict, path: Path, state_of) -> Path:
+    """Write several models to ``path``: ``entries`` maps a name to ``(model, recipe, info)``, each stored as
+    its recipe, its info and ``state_of(model)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {name: {"recipe": asdict(recipe), "info": dict(info), "state_dict": half_precision_state(model)}
+    blob = {name: {"recipe": asdict(recipe), "info": dict(info), "state_dict": state_of(model)}
             for name, (model, recipe, info) in entries.items()}
     tmp = path.with_suffix(".tmp")
     torch.save({"models": blob}, tmp)
@@ -136,19 +142,30 @@ def load_ar_digits(path: Path | str | None = None, device=None) -> dict:
     ``ValueError`` when the file cannot be read or holds something else.
     """
     path = Path(path) if path is not None else WEIGHTS_DIR / "ar_digits.pt"
-    blob = _read(path, AR_COMMAND)
+
+    def build(entry):
+        recipe = ARDigitsRecipe(**{**entry["recipe"], "scans": tuple(entry["recipe"]["scans"])})
+        model = ar_digits(recipe)
+        model.load_state_dict(_as_float32(entry["state_dict"]))
+        return model, recipe
+
+    return _load_models(path, AR_COMMAND, "Chapter 8's models", build, device)
+
+
+def _load_models(path: Path, command: str, what: str, build, device) -> dict:
+    """``{name: (model in eval mode on device, info with its recipe)}`` from a file of several models;
+    ``build(entry) -> (model with its weights, recipe)``. Errors name ``what`` and ``command``."""
+    blob = _read(path, command)
     out = {}
     try:
         for name, entry in blob["models"].items():
-            recipe = ARDigitsRecipe(**{**entry["recipe"], "scans": tuple(entry["recipe"]["scans"])})
-            model = ar_digits(recipe)
-            model.load_state_dict(_as_float32(entry["state_dict"]))
+            model, recipe = build(entry)
             out[name] = (model.to(get_device(device)).eval(), dict(entry.get("info", {}), recipe=asdict(recipe)))
     except (KeyError, TypeError, RuntimeError, AttributeError) as err:
-        raise ValueError(f"{path} does not hold Chapter 8's models ({type(err).__name__}: {err}); regenerate it "
-                         f"with {AR_COMMAND}") from None
+        raise ValueError(f"{path} does not hold {what} ({type(err).__name__}: {err}); regenerate it "
+                         f"with {command}") from None
     if not out:
-        raise ValueError(f"{path} holds no model; regenerate it with {AR_COMMAND}")
+        raise ValueError(f"{path} holds no model; regenerate it with {command}")
     return out
 
 
@@ -157,15 +174,10 @@ DIFFUSION_COMMAND = "python -m gmlib.bench.diffusion --save"
 
 def save_diffusion_digits(entries: dict, path: Path | None = None) -> Path:
     """Write Chapter 9's models: ``entries`` maps a name to ``(model, DiffusionDigitsRecipe, info)``; the
-    weights are stored in half precision (:func:`half_precision_state`)."""
+    network's parameters are stored in half precision, its buffers as they are (:func:`half_precision_parameters`;
+    the schedule is rebuilt from the recipe)."""
     path = Path(path) if path is not None else WEIGHTS_DIR / "diffusion_digits.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {name: {"recipe": asdict(recipe), "info": dict(info), "state_dict": half_precision_parameters(model.model)}
-            for name, (model, recipe, info) in entries.items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save({"models": blob}, tmp)
-    tmp.replace(path)  # never leaves a half-written file behind
-    return path
+    return _save_models(entries, path, lambda model: half_precision_parameters(model.model))
 
 
 def half_precision_parameters(module: torch.nn.Module) -> dict:
@@ -185,18 +197,12 @@ def load_diffusion_digits(path: Path | str | None = None, device=None) -> dict:
     ``ValueError`` when the file cannot be read or holds something else.
     """
     path = Path(path) if path is not None else WEIGHTS_DIR / "diffusion_digits.pt"
-    blob = _read(path, DIFFUSION_COMMAND)
-    out = {}
-    try:
-        for name, entry in blob["models"].items():
-            recipe = DiffusionDigitsRecipe(**{**entry["recipe"], "fourier": tuple(entry["recipe"]["fourier"])})
-            model = diffusion_digits(recipe)
-            model.model.load_state_dict({k: (v.float() if v.dtype == torch.float16 else v)
-                                         for k, v in entry["state_dict"].items()})
-            out[name] = (model.to(get_device(device)).eval(), dict(entry.get("info", {}), recipe=asdict(recipe)))
-    except (KeyError, TypeError, RuntimeError, AttributeError) as err:
-        raise ValueError(f"{path} does not hold Chapter 9's models ({type(err).__name__}: {err}); regenerate it "
-                         f"with {DIFFUSION_COMMAND}") from None
-    if not out:
-        raise ValueError(f"{path} holds no model; regenerate it with {DIFFUSION_COMMAND}")
-    return out
+
+    def build(entry):
+        recipe = DiffusionDigitsRecipe(**{**entry["recipe"], "fourier": tuple(entry["recipe"]["fourier"])})
+        model = diffusion_digits(recipe)
+        model.model.load_state_dict({k: (v.float() if v.dtype == torch.float16 else v)
+                                     for k, v in entry["state_dict"].items()})
+        return model, recipe
+
+    return _load_models(path, DIFFUSION_COMMAND, "Chapter 9's models", build, device)
